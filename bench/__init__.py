@@ -1,0 +1,1 @@
+"""Latency benchmarks: scripts that print tables and write JSON."""

@@ -1,0 +1,1 @@
+"""numpy + onnxruntime click engine; never imports torch."""

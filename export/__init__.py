@@ -1,0 +1,1 @@
+"""torch -> ONNX: one wrapper per graph, export, parity gate, simplification, manifest."""

@@ -1,0 +1,1 @@
+"""PyTorch FocSAM, upstream-exact: encoder, prompt encoder, mask decoder, focus refiner."""

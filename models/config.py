@@ -1,0 +1,102 @@
+"""Model hyper-parameters: frozen dataclasses and the one table of named variants.
+
+Pure Python (no torch), so the engine and the CLI can read a variant without importing torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+IMAGE_SIZE = 1024  # the padded square canvas the encoder sees
+PROMPT_DIM = 256  # prompt / embedding width C
+EMBED_GRID = 64  # IMAGE_SIZE // patch size: the 64x64 token grid
+LOW_RES_MASK = 256  # decoder logits are 256x256 for the 1024 canvas
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """SAM ViT image encoder (upstream `SAMWindowViT`)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    global_attn_indexes: tuple[int, ...]
+    window_size: int = 14
+    patch_size: int = 16
+    mlp_ratio: float = 4.0
+    out_chans: int = PROMPT_DIM
+    layer_norm_eps: float = 1e-5  # upstream FocSAM quirk; official SAM uses 1e-6
+
+
+@dataclass(frozen=True)
+class RefinerConfig:
+    """Focus refiner (upstream `FocusRefiner`); `depth` blocks alternate plain/shifted."""
+
+    depth: int = 12
+    embed_dim: int = PROMPT_DIM
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    window_size: int = 16
+    expand_ratio: tuple[float, float] = (1.4, 1.4)  # (h, w) ROI bbox expansion at test time
+
+
+@dataclass(frozen=True)
+class FocSAMConfig:
+    """A whole model. `refiner is None` means plain SAM (official checkpoint, no refiner)."""
+
+    variant: str
+    encoder: EncoderConfig
+    refiner: RefinerConfig | None = RefinerConfig()
+
+    @property
+    def is_plain_sam(self) -> bool:
+        return self.refiner is None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FocSAMConfig:
+        enc = dict(data["encoder"])
+        enc["global_attn_indexes"] = tuple(enc["global_attn_indexes"])
+        ref = data.get("refiner")
+        if ref is not None:
+            ref = dict(ref)
+            ref["expand_ratio"] = tuple(ref["expand_ratio"])
+            ref = RefinerConfig(**ref)
+        return cls(variant=data["variant"], encoder=EncoderConfig(**enc), refiner=ref)
+
+    def as_plain_sam(self) -> FocSAMConfig:
+        """The same backbone as official SAM builds it: LN eps 1e-6, no refiner."""
+        encoder = dataclasses.replace(self.encoder, layer_norm_eps=1e-6)
+        return FocSAMConfig(variant=self.variant, encoder=encoder, refiner=None)
+
+
+VARIANTS: dict[str, FocSAMConfig] = {
+    # The golden fixture (../shared/golden/tiny_focsam_config.json).
+    "tiny": FocSAMConfig(
+        "tiny", EncoderConfig(embed_dim=64, depth=4, num_heads=2, global_attn_indexes=(1, 3)),
+        RefinerConfig(depth=2),
+    ),
+    # Official SAM backbones; refiner depth 12 / window 16 as in the released FocSAM.
+    "vit_b": FocSAMConfig(
+        "vit_b", EncoderConfig(embed_dim=768, depth=12, num_heads=12,
+                               global_attn_indexes=(2, 5, 8, 11)),
+    ),
+    "vit_l": FocSAMConfig(
+        "vit_l", EncoderConfig(embed_dim=1024, depth=24, num_heads=16,
+                               global_attn_indexes=(5, 11, 17, 23)),
+    ),
+    "vit_h": FocSAMConfig(
+        "vit_h", EncoderConfig(embed_dim=1280, depth=32, num_heads=16,
+                               global_attn_indexes=(7, 15, 23, 31)),
+    ),
+}
+
+
+def get_variant(name: str) -> FocSAMConfig:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}") from None

@@ -1,0 +1,39 @@
+"""Shared fixtures: where the golden reference lives, and how to load its arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def golden_dir() -> Path:
+    """`$FOCSAM_GOLDEN`, else `../shared/golden` beside the repository."""
+    return Path(os.environ.get("FOCSAM_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
+
+
+@pytest.fixture(scope="session")
+def golden() -> Path:
+    path = golden_dir()
+    if not (path / "tiny_focsam.pth").is_file():
+        reason = (f"golden reference not found at {path}: put ../shared beside the checkout "
+                  "or set FOCSAM_GOLDEN")
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI must never silently skip the exactness checks
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def load_golden(golden: Path):
+    """`load_golden("decoder_3clicks")` -> dict of arrays from that .npz."""
+
+    def load(name: str) -> dict[str, np.ndarray]:
+        with np.load(golden / f"{name}.npz") as data:
+            return {k: data[k] for k in data.files}
+
+    return load
