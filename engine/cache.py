@@ -1,0 +1,108 @@
+"""Image-embedding cache: an in-memory LRU plus an optional, integrity-checked disk folder.
+
+Entries are keyed by the image's content hash and the model's identity, so an entry made by
+another model is never found. On disk each entry is `<key>.bin` (the raw float32 embeddings) and
+`<key>.json` (model id, image hash, shape and the sha256 of the array bytes); a file that fails
+any check is treated as absent and overwritten, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_SHAPE = (1, 256, 64, 64)
+
+
+def cache_key(image_hash: str, model_id: str) -> str:
+    return hashlib.sha256(f"{model_id}:{image_hash}".encode()).hexdigest()[:32]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class EmbeddingCache:
+    """`get(image_hash, model_id)` / `put(...)` of (1, 256, 64, 64) float32 embeddings."""
+
+    def __init__(self, max_items: int = 16, cache_dir: str | Path | None = None):
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self.max_items = max_items
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def get(self, image_hash: str, model_id: str) -> np.ndarray | None:
+        key = cache_key(image_hash, model_id)
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        embeddings = self._read_disk(key, image_hash, model_id)
+        if embeddings is not None:
+            self._remember(key, embeddings)
+        return embeddings
+
+    def put(self, image_hash: str, model_id: str, embeddings: np.ndarray) -> None:
+        if embeddings.shape != EMBEDDING_SHAPE or embeddings.dtype != np.float32:
+            raise ValueError(f"embeddings must be float32 {EMBEDDING_SHAPE}, got "
+                             f"{embeddings.dtype} {embeddings.shape}")
+        key = cache_key(image_hash, model_id)
+        embeddings = np.ascontiguousarray(embeddings)
+        embeddings.flags.writeable = False  # shared by every session on this image
+        self._remember(key, embeddings)
+        if self.cache_dir is not None:
+            self._write_disk(key, image_hash, model_id, embeddings)
+
+    def _remember(self, key: str, embeddings: np.ndarray) -> None:
+        self._memory[key] = embeddings
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_items:
+            self._memory.popitem(last=False)
+
+    def _write_disk(self, key: str, image_hash: str, model_id: str, emb: np.ndarray) -> None:
+        raw = emb.tobytes()
+        meta = {"model_id": model_id, "image_hash": image_hash, "shape": list(emb.shape),
+                "dtype": "float32", "sha256": hashlib.sha256(raw).hexdigest()}
+        _atomic_write(self.cache_dir / f"{key}.bin", raw)
+        _atomic_write(self.cache_dir / f"{key}.json", json.dumps(meta).encode())
+
+    def _read_disk(self, key: str, image_hash: str, model_id: str) -> np.ndarray | None:
+        if self.cache_dir is None:
+            return None
+        data_path, meta_path = self.cache_dir / f"{key}.bin", self.cache_dir / f"{key}.json"
+        if not (data_path.is_file() and meta_path.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            raw = data_path.read_bytes()
+        except (OSError, ValueError) as err:
+            log.warning("ignoring unreadable cache entry %s: %s", key, err)
+            return None
+        expected = {"model_id": model_id, "image_hash": image_hash,
+                    "shape": list(EMBEDDING_SHAPE), "dtype": "float32"}
+        if any(meta.get(k) != v for k, v in expected.items()):
+            log.warning("ignoring cache entry %s: made for another image or model", key)
+            return None
+        if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
+            log.warning("ignoring corrupt cache entry %s (checksum mismatch)", key)
+            return None
+        embeddings = np.frombuffer(raw, dtype=np.float32).reshape(EMBEDDING_SHAPE)
+        return embeddings  # read-only view of the bytes, like the in-memory entries

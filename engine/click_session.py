@@ -1,0 +1,137 @@
+"""One object's interaction: upstream FocSAM's per-object click protocol with undo.
+
+Step t (0-based) decodes all clicks so far with the previous step's final low-res logits as the
+mask prompt (none at t = 0). At t == refine_at (upstream: 1, the 2nd click) a coarse decode on
+the ORIGINAL embeddings gives the ROI and the mask token, the refiner runs once, and this and
+every later step decode on the refined embeddings. refine_at=None is the plain SAM baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from focsam_onnx.engine.clicker import Click
+from focsam_onnx.engine.postprocess import logits_to_mask
+from focsam_onnx.engine.roi import Roi
+from focsam_onnx.engine.runtime import EncodedImage, FocSAMEngine
+
+UPSTREAM_REFINE_STEP = 1
+
+
+@dataclass(frozen=True)
+class ClickResult:
+    mask: np.ndarray  # (H, W) bool at the original image size
+    low_res_logits: np.ndarray  # (1, 1, 256, 256), the next step's mask prompt
+    iou_prediction: float
+    refined: bool  # decoded on refined embeddings
+    roi: Roi | None  # the refiner's ROI, set on the step that ran it
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _State:
+    clicks: tuple[Click, ...] = ()
+    prev_logits: np.ndarray | None = None
+    refined_embeddings: np.ndarray | None = None
+    result: ClickResult | None = None
+
+
+class ClickSession:
+    """Clicks on one object of an encoded image. Methods return results and print nothing."""
+
+    def __init__(self, engine: FocSAMEngine, image: EncodedImage,
+                 refine_at: int | None = UPSTREAM_REFINE_STEP):
+        if refine_at is not None and refine_at < 0:
+            raise ValueError(f"refine_at must be >= 0 or None, got {refine_at}")
+        if refine_at is not None and not engine.model.has_refiner:
+            raise ValueError(f"{engine.model.path} has no refiner graph (a plain-SAM export); "
+                             "use refine_at=None")
+        self.engine = engine
+        self.image = image
+        self.refine_at = refine_at
+        self._history: list[_State] = [_State()]
+
+    @property
+    def clicks(self) -> tuple[Click, ...]:
+        return self._state.clicks
+
+    @property
+    def steps(self) -> int:
+        """Predictions made so far (a step may add no click, as in upstream's evaluation)."""
+        return len(self._history) - 1
+
+    @property
+    def result(self) -> ClickResult | None:
+        return self._state.result
+
+    @property
+    def _state(self) -> _State:
+        return self._history[-1]
+
+    def click(self, x: int, y: int, positive: bool = True) -> ClickResult:
+        """Add a click at pixel (x, y) of the original image (column x, row y) and predict."""
+        return self.step(self._validated(x, y, positive))
+
+    def step(self, click: Click | None) -> ClickResult:
+        """One protocol step: add `click` (None: keep the clicks as they are) and predict."""
+        state = self._state
+        clicks = state.clicks + ((click,) if click is not None else ())
+        if not clicks:
+            raise ValueError("the first step needs a click")
+        result, refined = self._predict(clicks, state)
+        self._history.append(_State(clicks, result.low_res_logits, refined, result))
+        return result
+
+    def undo(self) -> ClickResult | None:
+        """Restore the exact state before the last step; returns the result now current."""
+        if self.steps == 0:
+            raise ValueError("nothing to undo")
+        self._history.pop()
+        return self._state.result
+
+    def reset(self) -> None:
+        """Start the object over (the image embeddings stay cached)."""
+        del self._history[1:]
+
+    def _validated(self, x: int, y: int, positive: bool) -> Click:
+        geometry = self.image.geometry
+        if int(x) != x or int(y) != y:
+            raise ValueError(f"click ({x}, {y}) must be integer pixel coordinates")
+        if not (0 <= x < geometry.width and 0 <= y < geometry.height):
+            raise ValueError(f"click (x={x}, y={y}) is outside the {geometry.width}x"
+                             f"{geometry.height} image (valid: 0 <= x < {geometry.width}, "
+                             f"0 <= y < {geometry.height})")
+        return Click(y=int(y), x=int(x), positive=bool(positive))
+
+    def _predict(self, clicks: tuple[Click, ...],
+                 state: _State) -> tuple[ClickResult, np.ndarray | None]:
+        engine, timings = self.engine, {}
+        coords = self.image.geometry.to_network(np.array([c.xy for c in clicks], np.float64))
+        labels = np.array([1.0 if c.positive else 0.0 for c in clicks], np.float32)
+        refined, roi = state.refined_embeddings, None
+        if refined is None and self.refine_at is not None and self.steps == self.refine_at:
+            start = time.perf_counter()
+            coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits)
+            roi = engine.roi(coarse.low_res_logits)
+            timings["coarse_decode"] = _ms_since(start)
+            start = time.perf_counter()
+            refined = engine.refine(self.image.embeddings, coarse.mask_token, roi)
+            timings["refine"] = _ms_since(start)
+        start = time.perf_counter()
+        embeddings = refined if refined is not None else self.image.embeddings
+        decoded = engine.decode(embeddings, coords, labels, state.prev_logits)
+        timings["decode"] = _ms_since(start)
+        start = time.perf_counter()
+        mask = logits_to_mask(decoded.low_res_logits, self.image.geometry)
+        timings["postprocess"] = _ms_since(start)
+        timings["total"] = sum(timings.values())
+        result = ClickResult(mask, decoded.low_res_logits, decoded.iou_prediction,
+                             refined is not None, roi, timings)
+        return result, refined
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0

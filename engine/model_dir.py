@@ -1,0 +1,146 @@
+"""An exported model directory: its manifest, integrity checks and onnxruntime sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnxruntime as ort
+
+from focsam_onnx.engine.graph_spec import GRAPHS, GraphSpec
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class ModelDirError(ValueError):
+    """The model directory is missing, damaged or of another format: re-export it."""
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(model_dir: Path) -> dict:
+    path = Path(model_dir) / MANIFEST
+    if not path.is_file():
+        raise ModelDirError(f"{path} not found: {model_dir} is not an exported model directory; "
+                            "create one with `focsam-onnx export`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelDirError(f"{path} is not valid JSON ({err}); re-export the model") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelDirError(f"{model_dir} has manifest format version {version!r}, this "
+                            f"focsam-onnx reads version {FORMAT_VERSION}; re-export the model "
+                            "with this version's `focsam-onnx export`")
+    return manifest
+
+
+def verify_files(model_dir: Path, manifest: dict, hash_files: bool = True) -> None:
+    """Check every file listed in the manifest for presence, size and (optionally) sha256."""
+    for name, meta in manifest["files"].items():
+        path = Path(model_dir) / name
+        hint = "re-export the model with `focsam-onnx export`"
+        if not path.is_file():
+            raise ModelDirError(f"{path} is missing; {hint}")
+        size = path.stat().st_size
+        if size != meta["size"]:
+            raise ModelDirError(f"{path} has {size} bytes, the manifest says {meta['size']} "
+                                f"(truncated or replaced); {hint}")
+        if hash_files and file_sha256(path) != meta["sha256"]:
+            raise ModelDirError(f"{path} does not match its sha256 in the manifest "
+                                f"(altered after export); {hint}")
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+def encoder_session_options(threads: int) -> ort.SessionOptions:
+    """The encoder runs once per image: trade its arena and pre-packed weight copies for memory.
+
+    Pre-packing keeps a second, re-laid-out copy of every MatMul weight (2.5 GB for ViT-H) and
+    the arena holds its peak forever; without them ViT-H runs in about half the memory.
+    """
+    opts = session_options(threads)
+    opts.enable_cpu_mem_arena = False
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    return opts
+
+
+def create_session(path: Path, opts: ort.SessionOptions, spec: GraphSpec) -> ort.InferenceSession:
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ModelDirError(f"onnxruntime cannot load {path}: {err}; re-export the model") from None
+    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    if names != (spec.input_names, spec.output_names):
+        raise ModelDirError(f"{path} has inputs/outputs {names}, expected "
+                            f"{(spec.input_names, spec.output_names)}; re-export the model")
+    return session
+
+
+@dataclass
+class ModelDir:
+    """The verified manifest and one onnxruntime session per graph, built once."""
+
+    path: Path
+    manifest: dict
+    sessions: dict[str, ort.InferenceSession]
+    threads: int
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the weights: changes whenever any graph file changes."""
+        return self.manifest["model_id"]
+
+    @property
+    def variant(self) -> str:
+        return self.manifest["variant"]
+
+    @property
+    def has_refiner(self) -> bool:
+        return "refiner" in self.sessions
+
+    @property
+    def expand_ratio(self) -> tuple[float, float]:
+        refiner = self.manifest["config"].get("refiner") or {}
+        return tuple(refiner.get("expand_ratio", (1.4, 1.4)))
+
+
+def open_model_dir(path: str | Path, threads: int | None = None,
+                   hash_files: bool = True) -> ModelDir:
+    """Load `path` exported by `focsam-onnx export`; raise ModelDirError saying what to do."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    verify_files(path, manifest, hash_files)
+    threads = threads or os.cpu_count() or 1
+    sessions = {}
+    for spec in GRAPHS:
+        if spec.filename not in manifest["files"]:
+            continue  # plain-SAM exports have no refiner
+        opts = (encoder_session_options if spec.name == "encoder" else session_options)(threads)
+        sessions[spec.name] = create_session(path / spec.filename, opts, spec)
+    for required in ("encoder", "decoder"):
+        if required not in sessions:
+            raise ModelDirError(f"{path} has no {required} graph in its manifest; re-export")
+    log.debug("opened %s (%s) with %d threads", path, manifest["variant"], threads)
+    return ModelDir(path, manifest, sessions, threads)

@@ -1,0 +1,110 @@
+"""The engine: runs the three graphs on numpy arrays, with the image-embedding cache in front.
+
+`FocSAMEngine.open_image` turns an image into an `EncodedImage` (embeddings + geometry), running
+the encoder only when the cache misses; click sessions (one per object) share it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from focsam_onnx.engine.cache import EmbeddingCache
+from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER
+from focsam_onnx.engine.image_io import image_content_hash, load_image
+from focsam_onnx.engine.model_dir import ModelDir, open_model_dir
+from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
+from focsam_onnx.engine.roi import Roi, roi_from_logits
+
+NO_MASK = np.zeros((1, 1, 256, 256), np.float32)
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image ready for clicks: `embeddings` (1, 256, 64, 64) are read-only and shared."""
+
+    image_hash: str
+    geometry: ImageGeometry
+    embeddings: np.ndarray
+    from_cache: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Decoded:
+    low_res_logits: np.ndarray  # (1, 1, 256, 256) logits of mask token 0
+    mask_token: np.ndarray  # (1, 1, 256)
+    iou_prediction: float  # the IoU head's estimate for mask 0
+
+
+class FocSAMEngine:
+    """One exported model directory, its sessions (built once) and the embedding cache."""
+
+    def __init__(self, model: ModelDir, cache: EmbeddingCache | None = None):
+        self.model = model
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.encoder_runs = 0  # counted, so tests can prove the cache works
+
+    @classmethod
+    def open(cls, model_dir: str | Path, threads: int | None = None,
+             cache_dir: str | Path | None = None, max_cached_images: int = 16) -> FocSAMEngine:
+        return cls(open_model_dir(model_dir, threads),
+                   EmbeddingCache(max_cached_images, cache_dir))
+
+    def open_image(self, image: np.ndarray | str | Path) -> EncodedImage:
+        """`image`: (H, W, 3) uint8 BGR array, or a path OpenCV can read."""
+        if not isinstance(image, np.ndarray):
+            image = load_image(image)
+        start = time.perf_counter()
+        image_hash = image_content_hash(image)
+        geometry = ImageGeometry.from_size(*image.shape[:2])
+        embeddings = self.cache.get(image_hash, self.model.model_id)
+        from_cache = embeddings is not None
+        if embeddings is None:
+            embeddings = self.encode(preprocess(image)[0])
+            self.cache.put(image_hash, self.model.model_id, embeddings)
+            embeddings = self.cache.get(image_hash, self.model.model_id)
+        return EncodedImage(image_hash, geometry, embeddings, from_cache,
+                            time.perf_counter() - start)
+
+    def encode(self, network_input: np.ndarray) -> np.ndarray:
+        """(1, 3, 1024, 1024) preprocessed BGR input -> (1, 256, 64, 64) embeddings."""
+        self.encoder_runs += 1
+        (out,) = self.model.sessions["encoder"].run(None, {ENCODER.inputs[0].name: network_input})
+        return out
+
+    def decode(self, embeddings: np.ndarray, coords: np.ndarray, labels: np.ndarray,
+               prev_logits: np.ndarray | None) -> Decoded:
+        """coords: (N, 2) float32 (x, y) in the 1024 frame (no +0.5); labels: (N,) 1/0.
+
+        The padding point (0, 0) with label -1 is appended here, as upstream's prompt encoder
+        does, because the graph speaks the SAM ONNX interface (caller-appended padding).
+        """
+        n = len(coords)
+        point_coords = np.zeros((1, n + 1, 2), np.float32)
+        point_coords[0, :n] = coords
+        point_labels = np.full((1, n + 1), -1.0, np.float32)
+        point_labels[0, :n] = labels
+        has_mask = prev_logits is not None
+        feeds = dict(zip(DECODER.input_names, (
+            embeddings, point_coords, point_labels,
+            prev_logits if has_mask else NO_MASK,
+            np.array([1.0 if has_mask else 0.0], np.float32),
+        )))
+        low_res, token, iou = self.model.sessions["decoder"].run(None, feeds)
+        return Decoded(low_res, token, float(iou[0, 0]))
+
+    def roi(self, coarse_logits: np.ndarray) -> Roi:
+        return roi_from_logits(coarse_logits, self.model.expand_ratio)
+
+    def refine(self, embeddings: np.ndarray, mask_token: np.ndarray, roi: Roi) -> np.ndarray:
+        """Original embeddings -> refined (1, 256, 64, 64), focused on `roi`'s windows."""
+        if not self.model.has_refiner:
+            raise ValueError(f"{self.model.path} is a plain-SAM export without a refiner; "
+                             "use refine_at=None")
+        feeds = dict(zip(REFINER.input_names, (embeddings, mask_token, roi.token_mask)))
+        (out,) = self.model.sessions["refiner"].run(None, feeds)
+        return out
