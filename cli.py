@@ -3,20 +3,149 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(
     help="FocSAM interactive segmentation on CPU: export ONNX graphs, segment, evaluate, bench.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+console = Console()
+log = logging.getLogger("focsam_onnx.cli")
+
+VARIANT_NAMES = ("tiny", "vit_b", "vit_l", "vit_h")
+CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="Folder to write the graphs and manifest.json."),
+    ckpt: Path | None = typer.Option(
+        None, "--ckpt", help="Checkpoint: official SAM .pth or FocSAM (mmengine) .pth; "
+                             "the variant is detected from its tensor shapes."),
+    random_init: str | None = typer.Option(
+        None, "--random-init", help=f"Export random weights of a variant {VARIANT_NAMES}, "
+                                    "for timing and testing without a checkpoint."),
+    seed: int = typer.Option(0, help="Seed for --random-init."),
+    opset: int = typer.Option(18, help="ONNX opset."),
+    simplify: bool = typer.Option(True, help="Run onnxsim on graphs under 2 GB (re-checked)."),
+):
+    """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""
+    if (ckpt is None) == (random_init is None):
+        fail("give exactly one of --ckpt PATH or --random-init VARIANT")
+    from focsam_onnx.export.exporter import export_model
+    from focsam_onnx.models.checkpoint import CheckpointError, load_checkpoint
+    from focsam_onnx.models.config import get_variant
+    from focsam_onnx.models.focsam import build_model
+
+    try:
+        if ckpt is not None:
+            with console.status(f"loading {ckpt}"):
+                model, info = load_checkpoint(ckpt)
+            source = {"checkpoint": str(ckpt), "kind": info.kind, "sha256": info.sha256}
+        else:
+            model = build_model(get_variant(random_init), seed=seed)
+            source = {"random_init": random_init, "seed": seed}
+    except (CheckpointError, ValueError) as err:
+        fail(str(err))
+    console.print(f"exporting {model.config.variant} "
+                  f"({'plain SAM' if model.config.is_plain_sam else 'FocSAM'}) to {out}")
+    with console.status("") as status:
+        manifest, reports = export_model(
+            model, out, source, opset=opset, simplify=simplify,
+            on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
+    table = Table("graph", "files", "MB", "max |ORT - torch|", "seconds", "simplified")
+    for r in reports:
+        table.add_row(r.name, ", ".join(r.files), f"{r.bytes / 1e6:.1f}", f"{r.parity:.2e}",
+                      f"{r.seconds:.1f}", "yes" if r.simplified else "no")
+    console.print(table)
+    console.print(f"model id {manifest['model_id'][:16]}, written to {out}")
+
+
+def parse_clicks(text: str) -> list[tuple[int, int, bool]]:
+    """"X,Y,+;X,Y,-" -> [(x, y, positive)]; labels + / - or 1 / 0, original image pixels."""
+    clicks = []
+    for i, part in enumerate(p for p in text.split(";") if p.strip()):
+        match = CLICK_RE.match(part)
+        if match is None:
+            raise ValueError(f"click {i + 1} {part.strip()!r} is not X,Y,LABEL "
+                             "(e.g. '120,45,+'; label + or 1 positive, - or 0 negative)")
+        x, y, label = match.groups()
+        clicks.append((int(x), int(y), label in "+1"))
+    if not clicks:
+        raise ValueError(f"no clicks in {text!r}; expected e.g. '120,45,+;200,80,-'")
+    return clicks
+
+
+@app.command()
+def segment(
+    image: Path = typer.Argument(..., help="Image file (any format OpenCV reads)."),
+    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    clicks: str = typer.Option(..., "--clicks", help="'X,Y,+;X,Y,-;...' in original image "
+                                                     "pixels (x column, y row), applied in order."),
+    out: Path = typer.Option(Path("mask.png"), "--out", help="Mask PNG (255 object, 0 rest)."),
+    overlay: Path | None = typer.Option(None, help="Also write the image with mask and clicks."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Keep image embeddings here, so reopening the image skips the encoder."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    refine_at: int = typer.Option(1, help="Click index (0-based) where the focus refiner runs; "
+                                          "-1 disables it (plain SAM on the same graphs)."),
+):
+    """Segment one object of IMAGE from clicks, and write its mask."""
+    import cv2
+
+    from focsam_onnx.engine.click_session import ClickSession
+    from focsam_onnx.engine.image_io import load_image
+    from focsam_onnx.engine.overlay import draw_overlay
+    from focsam_onnx.engine.runtime import FocSAMEngine
+
+    try:
+        parsed = parse_clicks(clicks)
+        bgr = load_image(image)
+        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir)
+        encoded = engine.open_image(bgr)
+        session = ClickSession(engine, encoded, None if refine_at < 0 else refine_at)
+        results = [session.click(x, y, positive) for x, y, positive in parsed]
+    except ValueError as err:
+        fail(str(err))
+    how = "from cache" if encoded.from_cache else "encoder"
+    console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, embeddings {how} "
+                  f"in {encoded.seconds * 1000:.0f} ms")
+    table = Table("click", "x", "y", "label", "refined", "pred. IoU", "ms")
+    for i, ((x, y, positive), r) in enumerate(zip(parsed, results), 1):
+        refined = "ran" if r.roi is not None else ("yes" if r.refined else "no")
+        table.add_row(str(i), str(x), str(y), "+" if positive else "-", refined,
+                      f"{r.iou_prediction:.3f}", f"{r.timings_ms['total']:.1f}")
+    console.print(table)
+    mask = results[-1].mask
+    _write_png(out, mask.astype("uint8") * 255, cv2)
+    console.print(f"mask ({int(mask.sum())} pixels) written to {out}")
+    if overlay is not None:
+        _write_png(overlay, draw_overlay(bgr, mask, session.clicks), cv2)
+        console.print(f"overlay written to {overlay}")
+
+
+def _write_png(path: Path, array, cv2) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), array):
+        fail(f"could not write {path}")
 
 
 if __name__ == "__main__":

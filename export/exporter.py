@@ -1,0 +1,108 @@
+"""Export a FocSAM model to the three ONNX graphs, gate each on parity, write the manifest."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import onnx
+import torch
+
+from focsam_onnx.engine.graph_spec import GraphSpec
+from focsam_onnx.export.manifest import GraphReport, write_manifest
+from focsam_onnx.export.parity import ParityCase, check_parity
+from focsam_onnx.export.wrappers import GraphExport, graph_exports
+from focsam_onnx.models.focsam import FocSAM
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an external data file
+
+
+def export_model(model: FocSAM, out_dir: str | Path, source: dict,
+                 opset: int = DEFAULT_OPSET, simplify: bool = True,
+                 on_graph: Callable[[str], None] | None = None) -> tuple[dict, list[GraphReport]]:
+    """Write encoder.onnx, decoder.onnx, (FocSAM only) refiner.onnx and manifest.json.
+
+    Every graph is checked against `model` in onnxruntime before it is kept (and again after
+    simplification); a ParityError names the graph, output and difference. `source` records
+    where the weights came from (checkpoint path and hash, or random init and seed).
+    Returns the manifest and one report per graph.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for graph in graph_exports(model):
+        if on_graph is not None:
+            on_graph(graph.spec.name)
+        reports.append(export_graph(graph, out_dir, opset, simplify))
+    return write_manifest(out_dir, model.config, reports, opset, source), reports
+
+
+def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) -> GraphReport:
+    start = time.perf_counter()
+    spec, path = graph.spec, out_dir / graph.spec.filename
+    _remove_graph_files(path)
+    large = _parameter_bytes(graph.module) >= TWO_GB
+    with torch.no_grad():
+        torch.onnx.export(
+            graph.module, graph.example_inputs, str(path), dynamo=graph.dynamo,
+            input_names=spec.input_names, output_names=spec.output_names,
+            dynamic_axes=_dynamic_axes(spec), opset_version=opset, external_data=large,
+        )
+    notes = []
+    parity = check_parity(path, spec, graph.module, graph.cases, graph.tolerance)
+    simplified = False
+    if simplify:
+        if large:
+            notes.append("not simplified: onnxsim cannot handle weights over 2 GB")
+        else:
+            simplified, note = _simplify(path)
+            notes.append(note)
+            if simplified:
+                parity = max(parity, check_parity(path, spec, graph.module, graph.cases,
+                                                  graph.tolerance))
+    for note in notes:
+        log.info("%s: %s", spec.filename, note)
+    files = [p.name for p in _graph_files(path)]
+    return GraphReport(spec.name, files, sum((out_dir / f).stat().st_size for f in files),
+                       parity, time.perf_counter() - start, simplified, notes)
+
+
+def _dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
+    tensors = spec.inputs + spec.outputs
+    return {t.name: t.dynamic_axes for t in tensors if t.dynamic_axes}
+
+
+def _parameter_bytes(module: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _graph_files(path: Path) -> list[Path]:
+    return [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
+
+
+def _remove_graph_files(path: Path) -> None:
+    for p in _graph_files(path):
+        p.unlink()
+
+
+def _simplify(path: Path) -> tuple[bool, str]:
+    """Run onnxsim in place; keep the original when it fails or cannot check its result."""
+    import onnxsim
+
+    model = onnx.load(str(path))
+    try:
+        simplified, ok = onnxsim.simplify(model)
+    except Exception as err:  # onnxsim raises bare RuntimeErrors from C++
+        return False, f"not simplified: onnxsim failed ({str(err).splitlines()[0][:200]})"
+    if not ok:
+        return False, "not simplified: onnxsim could not validate its result"
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save(simplified, str(tmp))
+    os.replace(tmp, path)
+    return True, "simplified with onnxsim"
