@@ -40,7 +40,7 @@ def export_model(model: FocSAM, out_dir: str | Path, source: dict,
         if on_graph is not None:
             on_graph(graph.spec.name)
         reports.append(export_graph(graph, out_dir, opset, simplify))
-    return write_manifest(out_dir, model.config, reports, opset, source), reports
+    return write_manifest(out_dir, model.cfg, reports, opset, source), reports
 
 
 def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) -> GraphReport:
@@ -52,7 +52,8 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
         torch.onnx.export(
             graph.module, graph.example_inputs, str(path), dynamo=graph.dynamo,
             input_names=spec.input_names, output_names=spec.output_names,
-            dynamic_axes=_dynamic_axes(spec), opset_version=opset, external_data=large,
+            opset_version=opset, external_data=large, verbose=False,
+            **_dynamic_kwargs(spec, graph.dynamo),
         )
     notes = []
     parity = check_parity(path, spec, graph.module, graph.cases, graph.tolerance)
@@ -73,9 +74,17 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
                        parity, time.perf_counter() - start, simplified, notes)
 
 
-def _dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
-    tensors = spec.inputs + spec.outputs
-    return {t.name: t.dynamic_axes for t in tensors if t.dynamic_axes}
+def _dynamic_kwargs(spec: GraphSpec, dynamo: bool) -> dict:
+    """The graph's dynamic axes, in the form the chosen exporter takes."""
+    if not dynamo:
+        tensors = spec.inputs + spec.outputs
+        return {"dynamic_axes": {t.name: t.dynamic_axes for t in tensors if t.dynamic_axes}}
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = []
+    for t in spec.inputs:
+        axes = {i: dims.setdefault(d, torch.export.Dim(d)) for i, d in t.dynamic_axes.items()}
+        shapes.append(axes or None)
+    return {"dynamic_shapes": tuple(shapes)}
 
 
 def _parameter_bytes(module: torch.nn.Module) -> int:

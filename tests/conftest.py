@@ -37,3 +37,15 @@ def load_golden(golden: Path):
             return {k: data[k] for k in data.files}
 
     return load
+
+
+@pytest.fixture(scope="session")
+def golden_model_dir(golden: Path, tmp_path_factory) -> Path:
+    """The golden tiny checkpoint exported to ONNX once per test session (with parity gate)."""
+    from focsam_onnx.export.exporter import export_model
+    from focsam_onnx.models.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("golden_tiny_onnx")
+    model, info = load_checkpoint(golden / "tiny_focsam.pth")
+    export_model(model, out, {"checkpoint": "tiny_focsam.pth", "kind": info.kind})
+    return out

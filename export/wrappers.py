@@ -1,0 +1,122 @@
+"""One control-flow-free torch module per ONNX graph, with its example and parity inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER, GraphSpec
+from focsam_onnx.export.parity import ParityCase
+from focsam_onnx.models.focsam import FocSAM
+
+
+@dataclass(frozen=True)
+class GraphExport:
+    """What to export for one graph and how to check it."""
+
+    spec: GraphSpec
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    cases: list[ParityCase]
+    tolerance: float  # max abs ORT-vs-torch difference accepted by the parity gate
+    dynamo: bool = True
+
+
+class EncoderGraph(nn.Module):
+    def __init__(self, model: FocSAM):
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(image)
+
+
+class DecoderGraph(nn.Module):
+    """Prompt encoder + mask decoder behind the de-facto SAM ONNX interface.
+
+    The caller appends the padding point; `has_mask_input` blends the dense prompt without a
+    branch. The image grid's positional encoding is a constant of the graph.
+    """
+
+    def __init__(self, model: FocSAM):
+        super().__init__()
+        self.neck = model.neck
+        self.decode_head = model.decode_head
+        with torch.no_grad():
+            self.register_buffer("grid_pe", model.neck.grid_pe().clone(), persistent=False)
+
+    def forward(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor,
+                point_labels: torch.Tensor, mask_input: torch.Tensor,
+                has_mask_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sparse = self.neck.embed_points(point_coords, point_labels)
+        dense = self.neck.embed_mask(mask_input, has_mask_input)
+        return self.decode_head.forward_single(image_embeddings, self.grid_pe, sparse, dense)
+
+
+class RefinerGraph(nn.Module):
+    def __init__(self, model: FocSAM):
+        super().__init__()
+        self.refine_head = model.refine_head
+
+    def forward(self, image_embeddings: torch.Tensor, mask_token: torch.Tensor,
+                roi_mask: torch.Tensor) -> torch.Tensor:
+        return self.refine_head(image_embeddings, mask_token, roi_mask)
+
+
+def graph_exports(model: FocSAM) -> list[GraphExport]:
+    """The graphs of `model`: encoder, decoder and, unless plain SAM, the refiner."""
+    gen = torch.Generator().manual_seed(0)
+    graphs = [_encoder(model, gen), _decoder(model, gen)]
+    if model.refine_head is not None:
+        graphs.append(_refiner(model, gen))
+    return graphs
+
+
+def _encoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
+    image = torch.randn(1, 3, 1024, 1024, generator=gen)
+    return GraphExport(ENCODER, EncoderGraph(model).eval(), (image,),
+                       [ParityCase("random image", (image,))], tolerance=1e-4)
+
+
+def _points(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random clicks in the 1024 frame plus the caller-appended padding point."""
+    coords = torch.cat([torch.rand(1, n, 2, generator=gen) * 1023, torch.zeros(1, 1, 2)], 1)
+    labels = torch.cat([(torch.rand(1, n, generator=gen) > 0.3).float(), -torch.ones(1, 1)], 1)
+    return coords, labels
+
+
+def _decoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
+    embeddings = torch.randn(1, 256, 64, 64, generator=gen)
+    logits = torch.randn(1, 1, 256, 256, generator=gen) * 4
+    yes, no = torch.ones(1), torch.zeros(1)
+    cases = [
+        ParityCase("1 click, no mask", (embeddings, *_points(1, gen), logits, no)),
+        ParityCase("3 clicks, mask", (embeddings, *_points(3, gen), logits, yes)),
+        ParityCase("8 clicks, mask", (embeddings, *_points(8, gen), logits, yes)),
+        ParityCase("20 clicks, no mask", (embeddings, *_points(20, gen), logits, no)),
+    ]
+    return GraphExport(DECODER, DecoderGraph(model).eval(), cases[1].inputs, cases,
+                       tolerance=1e-4)
+
+
+def _token_mask(rows: slice, cols: slice) -> torch.Tensor:
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., rows, cols] = 1.0
+    return mask
+
+
+def _refiner(model: FocSAM, gen: torch.Generator) -> GraphExport:
+    embeddings = torch.randn(1, 256, 64, 64, generator=gen)
+    token = torch.randn(1, 1, 256, generator=gen)
+    rois = {
+        "small ROI": _token_mask(slice(20, 26), slice(21, 27)),
+        "border ROI": _token_mask(slice(52, 64), slice(50, 64)),
+        "middle ROI": _token_mask(slice(10, 40), slice(18, 47)),
+        "full canvas": _token_mask(slice(0, 64), slice(0, 64)),
+        "empty ROI": _token_mask(slice(0, 0), slice(0, 0)),
+    }
+    cases = [ParityCase(name, (embeddings, token, roi)) for name, roi in rois.items()]
+    return GraphExport(REFINER, RefinerGraph(model).eval(), cases[2].inputs, cases,
+                       tolerance=5e-4)
