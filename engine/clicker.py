@@ -62,7 +62,9 @@ class ClickProposal:
 
 def _check_inputs(pred: np.ndarray, gt: np.ndarray, clicks: Sequence[Click]) -> None:
     if pred.ndim != 2 or pred.shape != gt.shape:
-        raise ValueError(f"pred and gt must be (H, W) of one shape, got {pred.shape} and {gt.shape}")
+        raise ValueError(
+            f"pred and gt must be (H, W) of one shape, got {pred.shape} and {gt.shape}"
+        )
     height, width = gt.shape
     for click in clicks:
         if not (0 <= click.y < height and 0 <= click.x < width):
