@@ -1,0 +1,116 @@
+"""The exported golden tiny model, run by onnxruntime alone, against upstream's numbers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER
+from focsam_onnx.engine.model_dir import file_sha256, open_model_dir
+from focsam_onnx.export.parity import ParityError, check_parity
+from focsam_onnx.export.wrappers import graph_exports
+
+pytestmark = pytest.mark.golden
+
+DECODER_CASES = ["decoder_1click", "decoder_3clicks", "decoder_6clicks"]
+REFINER_CASES = ["refiner_middle", "refiner_border", "refiner_tiny", "refiner_allneg"]
+
+
+@pytest.fixture(scope="module")
+def sessions(golden_model_dir):
+    return open_model_dir(golden_model_dir, threads=2).sessions
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    return float(np.max(np.abs(a.astype(np.float64) - b)))
+
+
+def test_encoder_matches_upstream(sessions, load_golden):
+    enc = load_golden("encoder")
+    (emb,) = sessions["encoder"].run(None, {ENCODER.input_names[0]: enc["input"]})
+    assert max_diff(emb, enc["image_embeds"]) <= 1e-4
+
+
+@pytest.mark.parametrize("case", DECODER_CASES)
+def test_decoder_matches_upstream(sessions, load_golden, case):
+    enc, dec = load_golden("encoder"), load_golden(case)
+    n = dec["coords"].shape[1]
+    coords = np.concatenate([dec["coords"], np.zeros((1, 1, 2), np.float32)], axis=1)
+    labels = np.concatenate([dec["labels"], -np.ones((1, 1), np.float32)], axis=1)
+    has_prev = "prev_logits" in dec
+    prev = dec["prev_logits"] if has_prev else np.zeros((1, 1, 256, 256), np.float32)
+    feeds = dict(zip(DECODER.input_names, (enc["image_embeds"], coords, labels, prev,
+                                            np.array([float(has_prev)], np.float32))))
+    low_res, token, iou = sessions["decoder"].run(None, feeds)
+    assert coords.shape[1] == n + 1
+    assert max_diff(low_res, dec["masks_all"][:, :1]) <= 1e-5
+    assert max_diff(token, dec["mask_token"]) <= 1e-4
+    assert max_diff(iou, dec["iou_pred"]) <= 1e-5
+
+
+def test_decoder_ignores_mask_input_without_flag(sessions, load_golden):
+    enc, dec = load_golden("encoder"), load_golden("decoder_1click")
+    coords = np.concatenate([dec["coords"], np.zeros((1, 1, 2), np.float32)], axis=1)
+    labels = np.concatenate([dec["labels"], -np.ones((1, 1), np.float32)], axis=1)
+    noise = np.random.default_rng(0).normal(size=(1, 1, 256, 256)).astype(np.float32) * 10
+    feeds = dict(zip(DECODER.input_names, (enc["image_embeds"], coords, labels, noise,
+                                            np.zeros(1, np.float32))))
+    low_res = sessions["decoder"].run(None, feeds)[0]
+    assert max_diff(low_res, dec["masks_all"][:, :1]) <= 1e-5
+
+
+@pytest.mark.parametrize("case", REFINER_CASES)
+def test_refiner_matches_upstream(sessions, load_golden, case):
+    enc, ref = load_golden("encoder"), load_golden(case)
+    proj = load_golden("refiner_middle")["embed_proj_out"]
+    expected = proj.copy()
+    expected[0][:, ref["changed_mask64"]] = ref["refined_values"]
+    roi = ref["roi_mask64"].reshape(1, 1, 64, 64)
+    feeds = dict(zip(REFINER.input_names, (enc["image_embeds"], ref["mask_token"], roi)))
+    (refined,) = sessions["refiner"].run(None, feeds)
+    assert max_diff(refined, expected) <= 5e-4
+    outside = ~ref["changed_mask64"]
+    assert max_diff(refined[0][:, outside], proj[0][:, outside]) <= 1e-4
+
+
+def test_refiner_survives_an_empty_roi(sessions, load_golden):
+    enc, ref = load_golden("encoder"), load_golden("refiner_middle")
+    feeds = dict(zip(REFINER.input_names, (enc["image_embeds"], ref["mask_token"],
+                                            np.zeros((1, 1, 64, 64), np.float32))))
+    (refined,) = sessions["refiner"].run(None, feeds)
+    assert max_diff(refined, ref["embed_proj_out"]) <= 1e-4
+
+
+def test_manifest_describes_the_export(golden_model_dir):
+    manifest = json.loads((golden_model_dir / "manifest.json").read_text())
+    assert manifest["variant"] == "tiny" and manifest["kind"] == "focsam"
+    assert set(manifest["files"]) == {"encoder.onnx", "decoder.onnx", "refiner.onnx"}
+    for name, meta in manifest["files"].items():
+        path = golden_model_dir / name
+        assert meta == {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    assert manifest["parity"]["encoder"]["max_abs_diff"] <= 1e-4
+    assert manifest["parity"]["refiner"]["max_abs_diff"] <= 5e-4
+    assert manifest["graphs"]["decoder"]["inputs"][1] == {
+        "name": "point_coords", "shape": [1, "num_points", 2], "dtype": "float32"}
+    assert manifest["config"]["refiner"]["depth"] == 2
+
+
+def test_parity_gate_trips_on_altered_weights(golden_model_dir, golden, tmp_path):
+    from focsam_onnx.models.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(golden / "tiny_focsam.pth")
+    decoder = next(g for g in graph_exports(model) if g.spec.name == "decoder")
+    graph = onnx.load(str(golden_model_dir / "decoder.onnx"))
+    biggest = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    weights = onnx.numpy_helper.to_array(biggest).copy()
+    weights.flat[: weights.size // 2] *= 1.5
+    biggest.CopyFrom(onnx.numpy_helper.from_array(weights, biggest.name))
+    altered = tmp_path / "decoder.onnx"
+    onnx.save(graph, str(altered))
+    with pytest.raises(ParityError, match=r"decoder\.onnx: output '\w+' differs from torch by "
+                                          r"[0-9.e+-]+ \(tolerance 0\.0001\)"):
+        check_parity(altered, DECODER, decoder.module, decoder.cases, decoder.tolerance)
