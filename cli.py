@@ -27,6 +27,9 @@ CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # the ONNX exporter's passes log every rewrite at INFO
+        for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def fail(message: str) -> None:
@@ -65,8 +68,8 @@ def export(
             source = {"random_init": random_init, "seed": seed}
     except (CheckpointError, ValueError) as err:
         fail(str(err))
-    console.print(f"exporting {model.config.variant} "
-                  f"({'plain SAM' if model.config.is_plain_sam else 'FocSAM'}) to {out}")
+    console.print(f"exporting {model.cfg.variant} "
+                  f"({'plain SAM' if model.cfg.is_plain_sam else 'FocSAM'}) to {out}")
     with console.status("") as status:
         manifest, reports = export_model(
             model, out, source, opset=opset, simplify=simplify,
@@ -140,6 +143,59 @@ def segment(
     if overlay is not None:
         _write_png(overlay, draw_overlay(bgr, mask, session.clicks), cv2)
         console.print(f"overlay written to {overlay}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    dataset: str = typer.Option(..., "--dataset", help="grabcut, berkeley, davis, sbd, cod10k, "
+                                                       "mvtec or folder (images/ + masks/)."),
+    data_root: Path = typer.Option(..., "--data-root",
+                                   help="The folder that directly holds the dataset's files "
+                                        "(e.g. the one with img/ and gt/ for GrabCut)."),
+    out: Path = typer.Option(..., "--out", help="Results folder (resumed if it holds a run)."),
+    mode: str = typer.Option("focsam", help="focsam (refiner at click 2) or sam (no refiner)."),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N samples."),
+    seed: int = typer.Option(42, help="Seed of the click simulator's random stream."),
+    seed_mode: str = typer.Option(
+        "upstream", help="upstream: one stream over the dataset in order (upstream-identical); "
+                         "per-sample: one stream per sample id (order-independent, NOT "
+                         "upstream-identical)."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    cache_dir: Path | None = typer.Option(None, help="Image-embedding cache folder."),
+):
+    """NoC@85/90/95 and mIoU over 20 simulated clicks per object, exactly as upstream."""
+    from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from focsam_onnx.engine.datasets import open_dataset
+    from focsam_onnx.engine.evaluate import RunSettings, evaluate as run_evaluation
+    from focsam_onnx.engine.metrics import markdown_table
+    from focsam_onnx.engine.runtime import FocSAMEngine
+
+    try:
+        samples = open_dataset(dataset, data_root)
+        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir)
+        settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id)
+        columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
+                   TimeElapsedColumn(), "ETA", TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(f"{dataset} ({mode})", total=len(samples[:limit]))
+            metrics = run_evaluation(
+                engine, samples, out, settings, limit,
+                on_progress=lambda done, total: progress.update(task, completed=done))
+    except ValueError as err:
+        fail(str(err))
+    console.print(markdown_table(metrics, f"{dataset} — {mode}"))
+    console.print(f"results in {out}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "help_option_names": []})
+def bench(ctx: typer.Context):
+    """CPU latency benchmark (same as `python bench/latency.py`; `bench --help` for options)."""
+    from focsam_onnx.bench.latency import main as bench_main
+
+    raise typer.Exit(code=bench_main(list(ctx.args)))
 
 
 def _write_png(path: Path, array, cv2) -> None:
