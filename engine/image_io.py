@@ -1,0 +1,64 @@
+"""Image loading (OpenCV, BGR, as upstream's mmcv does) and the image content hash (a cache key)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageError(ValueError):
+    """An image file that is missing, unreadable, corrupt, truncated or empty."""
+
+
+def _check_complete(path: Path) -> None:
+    """Raise `ImageError` if Pillow finds the file truncated or corrupt.
+
+    OpenCV decodes truncated PNG and JPEG data partially (the missing part comes back grey or
+    black) with only a warning, so a second, strict decoder checks the whole stream.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        # A format OpenCV reads but Pillow does not know, or one Pillow refuses to decode for
+        # its size: OpenCV's verdict stands.
+        return
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"corrupt or truncated image {path}: {exc}") from exc
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 in **BGR** order (cv2 IMREAD_COLOR semantics).
+
+    Decodes the file's bytes with `cv2.imdecode`, as upstream's `mmcv.imfrombytes` does, then
+    has Pillow decode it once more to catch truncation (roughly doubling the load time).
+
+    Raises `ImageError` naming `path` if the file is missing, cannot be decoded, is truncated
+    or has zero size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image file not found: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    if data.size == 0:
+        raise ImageError(f"image file is empty: {path}")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"cannot decode image (unknown format or corrupt data): {path}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"decoded image {path} has unusable shape {image.shape}")
+    _check_complete(path)
+    return image
+
+
+def image_content_hash(image: np.ndarray) -> str:
+    """sha256 hex digest of `image`'s shape, dtype and bytes (C order); a cache key for embeddings."""
+    contiguous = np.ascontiguousarray(image)
+    digest = hashlib.sha256()
+    digest.update(repr((contiguous.shape, contiguous.dtype.str)).encode())
+    digest.update(contiguous.data)
+    return digest.hexdigest()
