@@ -5,10 +5,11 @@ upstream `mmcv.ops.ModulatedDeformConv2d` with stride 1, padding 1, dilation 1, 
 and the refiner's `DeformLayer` (offset/mask predictor + DCN), with upstream parameter names.
 
 Semantics (mmcv / torchvision layout, FOCSAM.md section 5.5.2): for output pixel (i, j) and kernel
-tap k = 3a + b, the sample position is `py = i - 1 + a + offset[2k]`, `px = j - 1 + b + offset[2k+1]`
-(row offset first); the value is a bilinear sample of the input in which every integer corner
-outside the map contributes 0 (so the sample is 0 whenever `py <= -1`, `py >= H`, `px <= -1` or
-`px >= W`); it is multiplied by `mask[k]` and contracted with `weight[:, :, a, b]`.
+tap k = 3a + b, the sample position is `py = i - 1 + a + offset[2k]`,
+`px = j - 1 + b + offset[2k+1]` (row offset first); the value is a bilinear sample of the input
+in which every integer corner outside the map contributes 0 (so the sample is 0 whenever
+`py <= -1`, `py >= H`, `px <= -1` or `px >= W`); it is multiplied by `mask[k]` and contracted
+with `weight[:, :, a, b]`.
 `F.grid_sample(bilinear, zeros, align_corners=True)` applies this corner rule (the validity test is
 also applied explicitly, see below), so the operator is grid_sample + multiply + one batched
 matmul (im2col) - no custom ONNX op.
@@ -47,7 +48,8 @@ def _check_shapes(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
         raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
     if height < 2 or width < 2:
-        raise ValueError(f"the map must be at least 2x2 for align_corners grids, got {height}x{width}")
+        raise ValueError(f"the map must be at least 2x2 for align_corners grids, "
+                         f"got {height}x{width}")
     if offset.dim() != 4 or offset.shape[1] != OFFSET_CHANNELS or offset.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"offset must be (N, {OFFSET_CHANNELS}, {height}, {width}), "
                          f"got {tuple(offset.shape)}")

@@ -155,7 +155,7 @@ class MSAModule(nn.Module):
 
 
 def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, C, H, W), H and W multiples of ws -> (B*nh*nw, C, ws, ws), windows row-major per image."""
+    """(B, C, H, W), H and W multiples of ws -> (B*nh*nw, C, ws, ws), row-major per image."""
     b, c, h, w = x.shape
     x = x.view(b, c, h // ws, ws, w // ws, ws).permute(0, 2, 4, 1, 3, 5)
     return x.reshape(b * (h // ws) * (w // ws), c, ws, ws)
@@ -261,7 +261,7 @@ class FocusRefiner(nn.Module):
 
     def forward_with_trace(self, image_embeddings: torch.Tensor, mask_token: torch.Tensor,
                            roi_mask: torch.Tensor) -> tuple[torch.Tensor, list[BlockTrace]]:
-        """Like `forward`, plus one `BlockTrace` (selected windows, cls after the block) per block."""
+        """Like `forward`, plus one `BlockTrace` (selected windows, cls after it) per block."""
         self._check_inputs(image_embeddings, mask_token, roi_mask)
         x = self.embed_proj(image_embeddings)
         cls = self.token_proj(mask_token)

@@ -143,7 +143,8 @@ def test_deform_layer_splits_offsets_and_sigmoid_mask(data: dict[str, np.ndarray
         got = layer(x).numpy()
         offset_mask = layer.dcn_offset(x).numpy()
     mask = 1.0 / (1.0 + np.exp(-offset_mask[:, 18:]))
-    expected = reference_dcn(data["x"], offset_mask[:, :18], mask, layer.dcn.weight.detach().numpy())
+    weight = layer.dcn.weight.detach().numpy()
+    expected = reference_dcn(data["x"], offset_mask[:, :18], mask, weight)
     assert np.abs(offset_mask[:, :18]).max() > 1.0  # the offsets really move samples
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10)
 
