@@ -56,7 +56,7 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def image_content_hash(image: np.ndarray) -> str:
-    """sha256 hex digest of `image`'s shape, dtype and bytes (C order); a cache key for embeddings."""
+    """sha256 hex digest of `image`'s shape, dtype and bytes (C order): an embedding cache key."""
     contiguous = np.ascontiguousarray(image)
     digest = hashlib.sha256()
     digest.update(repr((contiguous.shape, contiguous.dtype.str)).encode())

@@ -1,4 +1,4 @@
-"""Upstream's test-time preprocessing: normalise (BGR!), pad to /32, resize, pad to 1024 (spec §1)."""
+"""Upstream test-time preprocessing: normalise (BGR), pad to /32, resize, pad to 1024 (spec §1)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Bilinear resize with PyTorch's `align_corners=False` semantics, bit-exact in numpy.
 
 Upstream resizes with `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`.
-On CPU, for contiguous (not channels-last) NCHW float32 data, torch runs its generic separable
-kernel, whose float32 arithmetic (as compiled, with fused multiply-adds) is reproduced here
-exactly:
+On CPU, for contiguous (not channels-last) NCHW float32 data and outputs with H + W > 128,
+torch runs its generic separable kernel, whose float32 arithmetic (as compiled, with fused
+multiply-adds) is reproduced here exactly:
 
 * source index `s = fma(n_in / n_out, d + 0.5, -0.5)`, clamped below at 0 (spec §0);
 * `i0 = min(floor(s), n_in - 1)`, `l1 = clip(s - i0, 0, 1)`, `l0 = 1 - l1`,
@@ -16,9 +16,11 @@ there, so only the final rounding to float32 remains (a double rounding that can
 true fma once in about 2**29 operations; none was seen against torch). Where every weight pair
 is (1, 0), e.g. an axis whose length is unchanged, the gather alone gives the same finite values.
 
-With one thread and 3 channels, or an output with H + W <= 128, torch switches to a
-channels-last kernel whose float32 rounding differs by about 1 ulp; upstream (and the golden
-data) ran the generic kernel.
+For outputs with H + W <= 128 torch switches to a kernel that sums four taps with weights
+`wy * wx`, `fma(v11, w11, fma(v10, w10, fma(v00, w00, v01 * w01)))` per pixel; that one is
+reproduced too (exact for inputs with fewer than 8 channels, which run its scalar loop). torch
+also takes that kernel for 3-channel data when it runs on one thread; upstream (and the golden
+data) ran several threads, so the size rule alone is followed here.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+
+# torch resizes outputs with H + W <= 128 with its "channels-last" kernel, whatever the layout.
+SMALL_OUTPUT = 128
 
 
 class AxisTable(NamedTuple):
@@ -72,19 +77,41 @@ def _blend_along(x: np.ndarray, table: AxisTable, axis: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def resize_with_tables(x: np.ndarray, rows: AxisTable, cols: AxisTable) -> np.ndarray:
-    """Bilinear resize of `x` (..., H, W) float32 by tables -> (..., len(rows.i0), len(cols.i0)).
-
-    The tables may be slices of `axis_table(...)` outputs: this computes exactly that
-    sub-window of the full resize (used to skip work that a crop would throw away).
-    """
-    # Along x first, on the input rows that are read at all, then along y: torch's order.
+def _separable(x: np.ndarray, rows: AxisTable, cols: AxisTable) -> np.ndarray:
+    """torch's generic kernel: along x first, on the input rows read at all, then along y."""
     needed = np.unique(np.concatenate([rows.i0, rows.i1]))
     if len(needed) < x.shape[-2]:
         x = np.take(x, needed, axis=-2)
         rows = rows._replace(i0=np.searchsorted(needed, rows.i0),
                              i1=np.searchsorted(needed, rows.i1))
     return _blend_along(_blend_along(x, cols, axis=-1), rows, axis=-2)
+
+
+def _four_tap(x: np.ndarray, rows: AxisTable, cols: AxisTable) -> np.ndarray:
+    """torch's small-output kernel: float32 weights `wy * wx`, then a chain of three fmas,
+    `fma(v11, w11, fma(v10, w10, fma(v00, w00, v01 * w01)))`."""
+    taps = [(rows.i0, rows.l0, cols.i0, cols.l0), (rows.i0, rows.l0, cols.i1, cols.l1),
+            (rows.i1, rows.l1, cols.i0, cols.l0), (rows.i1, rows.l1, cols.i1, cols.l1)]
+    values = [x[..., ri[:, None], ci[None, :]] for ri, _, ci, _ in taps]
+    weights = [wy[:, None] * wx[None, :] for _, wy, _, wx in taps]
+    acc = np.multiply(values[1], weights[1], dtype=np.float32)
+    for value, weight in ((values[0], weights[0]), (values[2], weights[2]),
+                          (values[3], weights[3])):
+        acc = (np.multiply(value, weight, dtype=np.float64) + acc).astype(np.float32)
+    return acc
+
+
+def resize_with_tables(x: np.ndarray, rows: AxisTable, cols: AxisTable,
+                       full_size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of `x` (..., H, W) float32 by tables -> (..., len(rows.i0), len(cols.i0)).
+
+    The tables may be leading slices of `axis_table(...)` outputs for an output of
+    `full_size`: this computes exactly that sub-window of the full resize (used to skip work
+    that a crop would throw away). `full_size` picks the kernel, as torch does.
+    """
+    if full_size[0] + full_size[1] <= SMALL_OUTPUT:
+        return _four_tap(x, rows, cols)
+    return _separable(x, rows, cols)
 
 
 def _check_image(x: np.ndarray) -> None:
@@ -98,7 +125,8 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize `x` (..., H, W) float32 to (..., size[0], size[1]) like torch bilinear, ac=False."""
     _check_image(x)
     out_h, out_w = (int(v) for v in size)
-    return resize_with_tables(x, axis_table(x.shape[-2], out_h), axis_table(x.shape[-1], out_w))
+    rows = axis_table(x.shape[-2], out_h)
+    return resize_with_tables(x, rows, axis_table(x.shape[-1], out_w), (out_h, out_w))
 
 
 def resize_bilinear_cropped(x: np.ndarray, size: tuple[int, int],
@@ -111,4 +139,4 @@ def resize_bilinear_cropped(x: np.ndarray, size: tuple[int, int],
         raise ValueError(f"crop {crop_hw} must lie within the output size {size}")
     rows = AxisTable(*(a[:crop_h] for a in axis_table(x.shape[-2], out_h)))
     cols = AxisTable(*(a[:crop_w] for a in axis_table(x.shape[-1], out_w)))
-    return resize_with_tables(x, rows, cols)
+    return resize_with_tables(x, rows, cols, (out_h, out_w))

@@ -79,8 +79,8 @@ def token_mask(bbox: Bbox, grid: int = TOKEN_GRID, canvas: int = CANVAS) -> np.n
         raise ValueError(f"canvas {canvas} is not a multiple of the token grid {grid}")
     _check_bbox(bbox, canvas)
     left, up, right, bottom = bbox
-    starts = np.arange(grid) * (canvas // grid)
     block = canvas // grid
+    starts = np.arange(grid) * block
     rows = (starts < bottom) & (starts + block > up)
     cols = (starts < right) & (starts + block > left)
     return (rows[:, None] & cols[None, :]).astype(np.float32)[None, None]

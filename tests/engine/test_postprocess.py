@@ -38,7 +38,9 @@ def torch_upstream_logits(low_res: np.ndarray, geometry: ImageGeometry) -> np.nd
     return logits[0, 0].numpy()
 
 
-GEOMETRIES = [(427, 640), (300, 450), (470, 360), (480, 640), (1024, 768), (97, 1500)]
+# (33, 60) and (20, 30) pad to 64x64 and 32x32, small enough for torch's four-tap kernel.
+GEOMETRIES = [(427, 640), (300, 450), (470, 360), (480, 640), (1024, 768), (97, 1500),
+              (33, 60), (20, 30), (50, 70)]
 
 
 @pytest.mark.parity

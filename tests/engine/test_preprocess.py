@@ -49,6 +49,11 @@ def torch_resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         ((2, 37, 301), (129, 77)),  # odd sizes, up in y and down in x
         ((4, 96, 160), (96, 300)),  # one axis unchanged
         ((1, 1, 5), (80, 90)),  # a single input row
+        # H + W <= 128: torch's four-tap kernel
+        ((1, 1024, 1024), (64, 64)),
+        ((1, 683, 1024), (32, 96)),
+        ((3, 256, 256), (40, 60)),
+        ((1, 717, 1024), (41, 87)),
     ],
 )
 def test_resize_matches_torch_bitwise(torch_two_threads, shape, size):
@@ -67,6 +72,9 @@ def test_resize_cropped_is_a_crop_of_the_full_resize():
                                   full[:683])
     np.testing.assert_array_equal(resize_bilinear_cropped(x, (1024, 1024), (1024, 819)),
                                   full[:, :819])
+    small = resize_bilinear(x, (40, 60))  # the four-tap kernel, chosen by the full size
+    np.testing.assert_array_equal(resize_bilinear_cropped(x, (40, 60), (33, 50)),
+                                  small[:33, :50])
 
 
 def test_resize_rejects_bad_input():
