@@ -26,7 +26,7 @@ def sessions(golden_model_dir):
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> float:
     assert a.shape == b.shape
-    return float(np.max(np.abs(a.astype(np.float64) - b)))
+    return float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
 
 
 def test_encoder_matches_upstream(sessions, load_golden):
