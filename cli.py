@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(
     help="FocSAM interactive segmentation on CPU: export ONNX graphs, segment, evaluate, bench.",
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 log = logging.getLogger("focsam_onnx.cli")
 
 VARIANT_NAMES = ("tiny", "vit_b", "vit_l", "vit_h")
@@ -33,7 +35,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug 
 
 
 def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    errors.print(Text("error: ", style="bold red") + Text(message), highlight=False)
     raise typer.Exit(code=2)
 
 

@@ -1,0 +1,105 @@
+"""The command line as a newcomer uses it: the README's commands, and clear errors."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from focsam_onnx.cli import app, parse_clicks
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """The `focsam-onnx` commands of a README section's first code block, as argv lists."""
+    text = (REPO / "README.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", body, re.S).group(1)
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    assert all(c[0] == ".venv/bin/focsam-onnx" for c in commands), commands
+    return [c[1:] for c in commands]
+
+
+def test_readme_setup_commands_are_what_ci_runs():
+    text = (REPO / "README.md").read_text()
+    setup = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert len(setup) == 2 and all(line in ci for line in setup)
+
+
+def test_readme_main_job_runs(tmp_path):
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    outputs = []
+    for argv in readme_commands("Segment an image"):
+        done = subprocess.run([sys.executable, "-m", "focsam_onnx.cli", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
+    assert re.search(r"refiner\s+│\s+refiner\.onnx", outputs[0])
+    mask = cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(str(tmp_path / "examples" / "shapes.png"))
+    assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
+    overlay = cv2.imread(str(tmp_path / "overlay.png"))
+    assert overlay.shape == image.shape and not np.array_equal(overlay, image)
+    rows = re.findall(r"│\s+(\d)\s+│\s+\d+\s+│\s+\d+\s+│\s+([+-])\s+│\s+(\w+)", outputs[1])
+    assert rows == [("1", "+", "no"), ("2", "-", "ran")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("10,20", "click 1 '10,20' is not X,Y,LABEL"),
+    ("10,20,+;5,x,-", "click 2 '5,x,-' is not X,Y,LABEL"),
+    ("10,20,*", "is not X,Y,LABEL"),
+    (" ; ", "no clicks"),
+])
+def test_malformed_clicks(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_clicks(text)
+
+
+def test_click_labels_and_order():
+    assert parse_clicks("3,4,+; 5,6,-;7,8,1;9,10,0") == [
+        (3, 4, True), (5, 6, False), (7, 8, True), (9, 10, False)]
+
+
+def test_segment_reports_malformed_clicks(tmp_path):
+    result = runner.invoke(app, ["segment", str(REPO / "examples" / "shapes.png"), "--model",
+                                 str(tmp_path), "--clicks", "1;2"])
+    assert result.exit_code == 2 and "is not X,Y,LABEL" in result.output
+
+
+def test_segment_reports_a_truncated_image(tmp_path):
+    data = (REPO / "examples" / "shapes.png").read_bytes()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(data[: len(data) // 2])
+    result = runner.invoke(app, ["segment", str(broken), "--model", str(tmp_path),
+                                 "--clicks", "1,2,+"])
+    assert result.exit_code == 2 and "broken.png" in result.output
+
+
+def test_segment_reports_a_missing_model(tmp_path):
+    result = runner.invoke(app, ["segment", str(REPO / "examples" / "shapes.png"), "--model",
+                                 str(tmp_path), "--clicks", "1,2,+"])
+    assert result.exit_code == 2 and "not an exported model directory" in result.output
+
+
+def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    result = runner.invoke(app, ["export", "--ckpt", str(text), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "notes.pth" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_needs_exactly_one_source(tmp_path):
+    result = runner.invoke(app, ["export", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "exactly one of --ckpt" in result.output
