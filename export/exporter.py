@@ -12,6 +12,7 @@ import onnx
 import torch
 
 from focsam_onnx.engine.graph_spec import GraphSpec
+from focsam_onnx.export.custom_ops import TRANSLATIONS
 from focsam_onnx.export.manifest import GraphReport, write_manifest
 from focsam_onnx.export.parity import ParityCase, check_parity
 from focsam_onnx.export.wrappers import GraphExport, graph_exports
@@ -19,7 +20,7 @@ from focsam_onnx.models.focsam import FocSAM
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 19
 TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an external data file
 
 
@@ -48,14 +49,19 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
     spec, path = graph.spec, out_dir / graph.spec.filename
     _remove_graph_files(path)
     large = _parameter_bytes(graph.module) >= TWO_GB
+    notes = []
+    if opset < graph.min_opset:
+        notes.append(f"opset {graph.min_opset} (its operators need it), not {opset}")
+        opset = graph.min_opset
     with torch.no_grad():
+        # The dynamo exporter: the legacy one runs out of memory on ViT-H and cannot give the
+        # refiner's dynamic window count (an empty selection crashes its Reshape in ORT).
         torch.onnx.export(
-            graph.module, graph.example_inputs, str(path), dynamo=graph.dynamo,
+            graph.module, graph.example_inputs, str(path), dynamo=True,
             input_names=spec.input_names, output_names=spec.output_names,
             opset_version=opset, external_data=large, verbose=False,
-            **_dynamic_kwargs(spec, graph.dynamo),
+            dynamic_shapes=_dynamic_shapes(spec), custom_translation_table=TRANSLATIONS,
         )
-    notes = []
     parity = check_parity(path, spec, graph.module, graph.cases, graph.tolerance)
     simplified = False
     if simplify:
@@ -74,17 +80,14 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
                        parity, time.perf_counter() - start, simplified, notes)
 
 
-def _dynamic_kwargs(spec: GraphSpec, dynamo: bool) -> dict:
-    """The graph's dynamic axes, in the form the chosen exporter takes."""
-    if not dynamo:
-        tensors = spec.inputs + spec.outputs
-        return {"dynamic_axes": {t.name: t.dynamic_axes for t in tensors if t.dynamic_axes}}
+def _dynamic_shapes(spec: GraphSpec) -> tuple[dict | None, ...]:
+    """The spec's named dynamic axes as torch.export Dims; one Dim per name, shared."""
     dims: dict[str, torch.export.Dim] = {}
     shapes = []
     for t in spec.inputs:
         axes = {i: dims.setdefault(d, torch.export.Dim(d)) for i, d in t.dynamic_axes.items()}
         shapes.append(axes or None)
-    return {"dynamic_shapes": tuple(shapes)}
+    return tuple(shapes)
 
 
 def _parameter_bytes(module: torch.nn.Module) -> int:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER, GraphSpec
+from focsam_onnx.export.custom_ops import DEFORM_CONV_OPSET
 from focsam_onnx.export.parity import ParityCase
 from focsam_onnx.models.focsam import FocSAM
 
@@ -21,7 +22,7 @@ class GraphExport:
     example_inputs: tuple[torch.Tensor, ...]
     cases: list[ParityCase]
     tolerance: float  # max abs ORT-vs-torch difference accepted by the parity gate
-    dynamo: bool = True
+    min_opset: int = 0
 
 
 class EncoderGraph(nn.Module):
@@ -119,4 +120,4 @@ def _refiner(model: FocSAM, gen: torch.Generator) -> GraphExport:
     }
     cases = [ParityCase(name, (embeddings, token, roi)) for name, roi in rois.items()]
     return GraphExport(REFINER, RefinerGraph(model).eval(), cases[2].inputs, cases,
-                       tolerance=5e-4)
+                       tolerance=5e-4, min_opset=DEFORM_CONV_OPSET)

@@ -12,7 +12,11 @@ in which every integer corner outside the map contributes 0 (so the sample is 0 
 with `weight[:, :, a, b]`.
 `F.grid_sample(bilinear, zeros, align_corners=True)` applies this corner rule (the validity test is
 also applied explicitly, see below), so the operator is grid_sample + multiply + one batched
-matmul (im2col) - no custom ONNX op.
+matmul (im2col).
+
+The module calls it through the custom op `focsam::modulated_deform_conv3x3` (same maths in
+eager mode), so that the exporter can emit ONNX's own `DeformConv` (opset 19), which onnxruntime
+runs about 2.5x faster than the grid_sample form (see `focsam_onnx.export.custom_ops`).
 """
 
 from __future__ import annotations
@@ -91,6 +95,19 @@ def modulated_deform_conv3x3(x: torch.Tensor, offset: torch.Tensor, mask: torch.
     return out.unflatten(2, (height, width))
 
 
+@torch.library.custom_op("focsam::modulated_deform_conv3x3", mutates_args=())
+def deform_conv_op(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                   weight: torch.Tensor) -> torch.Tensor:
+    """`modulated_deform_conv3x3` as one opaque op, so that export sees a single node."""
+    return modulated_deform_conv3x3(x, offset, mask, weight)
+
+
+@deform_conv_op.register_fake
+def _deform_conv_shape(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor,
+                       weight: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+
+
 class ModulatedDeformConv3x3(nn.Module):
     """Holds the DCN weight (upstream `dcn`, mmcv `ModulatedDeformConv2d` without bias)."""
 
@@ -103,7 +120,7 @@ class ModulatedDeformConv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (N, C, H, W), offset (N, 18, H, W), mask (N, 9, H, W) in [0, 1] -> (N, O, H, W)."""
-        return modulated_deform_conv3x3(x, offset, mask, self.weight)
+        return deform_conv_op(x, offset, mask, self.weight)
 
 
 class DeformLayer(nn.Module):
