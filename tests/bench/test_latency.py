@@ -1,0 +1,235 @@
+"""The latency benchmark: its inputs, statistics, caches, baseline exports and a --quick run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from focsam_onnx.bench import latency, system_info
+from focsam_onnx.engine.graph_spec import DECODER
+from focsam_onnx.engine.roi import selected_windows
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_summarize_gives_linear_percentiles_in_ms():
+    stats = latency.summarize([0.001 * i for i in range(1, 11)])  # 1 ... 10 ms
+    assert stats["p50_ms"] == pytest.approx(5.5)
+    assert stats["p90_ms"] == pytest.approx(9.1)
+    assert stats["min_ms"] == pytest.approx(1.0)
+    assert stats["n"] == 10
+
+
+@pytest.mark.parametrize("windows", latency.REFINER_WINDOWS)
+def test_window_mask_selects_that_many_windows_in_plain_and_shifted_blocks(windows):
+    mask = latency.window_token_mask(windows)
+    assert mask.shape == (1, 1, 64, 64)
+    assert selected_windows(mask).size == windows
+    assert selected_windows(mask, shift=8).size == windows
+
+
+@pytest.mark.parametrize("windows", [0, 2, 25])
+def test_window_mask_rejects_other_counts(windows):
+    with pytest.raises(ValueError, match=str(windows)):
+        latency.window_token_mask(windows)
+
+
+def test_decoder_feeds_end_with_the_padding_point():
+    feeds = latency.decoder_feeds(5, np.random.default_rng(0))
+    assert list(feeds) == DECODER.input_names
+    coords, labels = feeds["point_coords"], feeds["point_labels"]
+    assert coords.shape == (1, 6, 2) and labels.shape == (1, 6)
+    np.testing.assert_array_equal(coords[0, -1], [0.0, 0.0])
+    assert labels[0, -1] == -1.0 and labels[0, 0] == 1.0
+    assert set(labels[0, :-1].tolist()) <= {0.0, 1.0}
+    assert feeds["has_mask_input"].tolist() == [1.0]
+
+
+def _entry(ms: float) -> dict:
+    return {"p50_ms": ms}
+
+
+def test_ratios_divide_p50s_and_average_over_counts():
+    stages = {"encoder": _entry(300.0), "session_interaction_per_click": _entry(5.0),
+              "decoder_1_click": _entry(10.0), "decoder_5_clicks": _entry(20.0),
+              "decoder_20_clicks": _entry(30.0)}
+    stages.update({f"refiner_{k}_window" + ("s" if k > 1 else ""): _entry(2.0 * k)
+                   for k in latency.REFINER_WINDOWS})
+    baselines = {"torch_encoder": _entry(600.0), "simpleclick_vit_h_proxy": _entry(1000.0),
+                 "sam_onnx_decoder_1_click": _entry(20.0),
+                 "sam_onnx_decoder_5_clicks": _entry(20.0),
+                 "sam_onnx_decoder_20_clicks": _entry(20.0),
+                 "torch_decoder_1_click": _entry(10.0), "torch_decoder_5_clicks": _entry(10.0),
+                 "torch_decoder_20_clicks": _entry(10.0)}
+    baselines.update({f"torch_refiner_{k}_window" + ("s" if k > 1 else ""): _entry(4.0 * k)
+                      for k in latency.REFINER_WINDOWS})
+    ratios = latency.compute_ratios(stages, baselines)
+    assert ratios["decoder_vs_sam_onnx_decoder"] == pytest.approx((0.5 + 1.0 + 1.5) / 3)
+    assert ratios["interaction_vs_simpleclick_vit_h"] == pytest.approx(0.005)
+    assert ratios["encoder_ort_vs_torch"] == pytest.approx(0.5)
+    assert ratios["decoder_ort_vs_torch"] == pytest.approx(2.0)
+    assert ratios["refiner_ort_vs_torch"] == pytest.approx(0.5)
+    assert ratios["refiner_4_windows_vs_decoder_click"] == pytest.approx(8.0 / 20.0)
+
+
+def test_peak_rss_resets_per_stage():
+    if not system_info.reset_peak_rss():
+        pytest.skip("this kernel does not let a process reset its VmHWM")
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+    grown = system_info.peak_rss_mb()
+    del block
+    system_info.reset_peak_rss()
+    assert grown - system_info.peak_rss_mb() > 48
+
+
+def _as_random_init(src: Path, dst: Path, variant: str, seed: int) -> None:
+    shutil.copytree(src, dst)
+    manifest = json.loads((dst / "manifest.json").read_text())
+    manifest["source"] = {"random_init": variant, "seed": seed}
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_model_cache_is_reused_only_for_its_variant_and_seed(golden_model_dir, tmp_path,
+                                                             monkeypatch):
+    exports = []
+    monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
+    _as_random_init(golden_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
+    assert latency.focsam_model_dir(tmp_path, "tiny", 0) == tmp_path / "tiny-seed0"
+    assert exports == []
+    _as_random_init(golden_model_dir, tmp_path / "tiny-seed1", "tiny", 0)  # wrong seed inside
+    assert latency.focsam_model_dir(tmp_path, "tiny", 1) == tmp_path / "tiny-seed1"
+    assert exports == [("tiny", 1, str(tmp_path / "tiny-seed1"))]
+    assert not (tmp_path / "tiny-seed1" / "manifest.json").exists()  # stale manifest dropped
+
+
+def test_cache_rejects_a_truncated_graph(golden_model_dir, tmp_path, monkeypatch):
+    exports = []
+    monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
+    _as_random_init(golden_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
+    decoder = tmp_path / "tiny-seed0" / "decoder.onnx"
+    decoder.write_bytes(decoder.read_bytes()[:1000])
+    latency.focsam_model_dir(tmp_path, "tiny", 0)
+    assert exports == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
+
+
+@pytest.mark.parity
+def test_sam_onnx_decoder_export_matches_segment_anything_in_torch(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from focsam_onnx.bench.baselines import (
+        SAM_OUTPUT_NAMES,
+        build_random_sam,
+        export_sam_onnx_decoder,
+        sam_decoder_feeds,
+    )
+    from focsam_onnx.models.segment_anything_compat import import_segment_anything
+
+    import_segment_anything()  # without torchvision, segment_anything needs placeholders
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    sam = build_random_sam(seed=0)
+    # The traced crop is exact for the example size's aspect ratio (see baselines.py).
+    path = export_sam_onnx_decoder(sam, tmp_path / "sam_decoder.onnx", orig_hw=(600, 800))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == list(SAM_OUTPUT_NAMES)
+    feeds = sam_decoder_feeds(latency.decoder_feeds(3, np.random.default_rng(1)), (600, 800))
+    got = session.run(None, feeds)
+    with torch.no_grad():
+        want = SamOnnxModel(sam, return_single_mask=False)(
+            *[torch.from_numpy(v) for v in feeds.values()])
+    assert got[0].shape == (1, 4, 600, 800)
+    for name, g, w in zip(SAM_OUTPUT_NAMES, got, want):
+        assert np.abs(g - w.numpy()).max() < 1e-4, name
+
+
+def test_simpleclick_proxy_vit_h_has_632m_parameters():
+    import torch
+
+    from focsam_onnx.bench.simpleclick_proxy import PlainViT, ProxyConfig
+
+    cfg = ProxyConfig()
+    with torch.device("meta"):
+        model = PlainViT(cfg)
+    c = 1280
+    per_block = 12 * c * c + 13 * c  # qkv, proj, MLP 4x (all with bias), two LayerNorms
+    expected = 32 * per_block + (3 * 16 * 16 * c + c) + 784 * c + 2 * c
+    assert sum(p.numel() for p in model.parameters()) == expected == 631_668_480
+    assert cfg.tokens == 784 and not cfg.reduced
+
+
+@pytest.mark.parity
+def test_simpleclick_proxy_export_matches_torch_and_is_cached(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from focsam_onnx.bench.simpleclick_proxy import ProxyConfig, build_proxy, export_proxy
+
+    cfg = ProxyConfig(embed_dim=64, depth=2, num_heads=4, image_size=64)
+    path = export_proxy(tmp_path, cfg, seed=3)
+    image = np.random.default_rng(0).standard_normal((1, 3, 64, 64), np.float32)
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": image})
+    with torch.no_grad():
+        want = build_proxy(cfg, seed=3)(torch.from_numpy(image)).numpy()
+    assert got.shape == (1, 16, 64)
+    assert np.abs(got - want).max() < 1e-4
+    stamp = path.stat().st_mtime_ns
+    assert export_proxy(tmp_path, cfg, seed=3) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not re-exported
+
+
+def _figures(node, where: str = ""):
+    """Every number in a JSON tree (booleans are flags, not figures), with its path."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _figures(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _figures(value, f"{where}[{i}]")
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield where, node
+
+
+def test_quick_benchmark_end_to_end(golden_model_dir, tmp_path, request):
+    out = tmp_path / "bench.json"
+    cache = request.config.cache.mkdir("focsam-bench")  # baseline graphs survive between runs
+    proc = subprocess.run(
+        [sys.executable, "bench/latency.py", "--quick", "--model", str(golden_model_dir),
+         "--threads", "2", "--cache-dir", str(cache), "--json", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| decoder_5_clicks |" in proc.stdout
+    report = json.loads(out.read_text())
+
+    stages = {"preprocess", "encoder", "session_open_image", "session_reopen_disk_cache",
+              "session_interaction_per_click"}
+    stages |= {f"decoder_{n}_click" + ("s" if n > 1 else "") for n in latency.DECODER_CLICKS}
+    stages |= {f"refiner_{k}_window" + ("s" if k > 1 else "") for k in latency.REFINER_WINDOWS}
+    assert set(report["stages"]) == stages
+    baselines = {"torch_encoder", "simpleclick_vit_h_proxy"}
+    for n in latency.DECODER_CLICKS:
+        baselines |= {f"{p}_{n}_click" + ("s" if n > 1 else "")
+                      for p in ("sam_onnx_decoder", "torch_decoder")}
+    baselines |= {f"torch_refiner_{k}_window" + ("s" if k > 1 else "")
+                  for k in latency.REFINER_WINDOWS}
+    assert set(report["baselines"]) == baselines
+    assert {"decoder_vs_sam_onnx_decoder", "interaction_vs_simpleclick_vit_h",
+            "encoder_ort_vs_torch"} <= set(report["ratios"])
+    for entry in [*report["stages"].values(), *report["baselines"].values()]:
+        assert {"p50_ms", "p90_ms", "peak_mb"} <= set(entry)
+        assert entry["p90_ms"] >= entry["p50_ms"]
+    figures = list(_figures({k: report[k] for k in ("stages", "baselines", "ratios")}))
+    assert len(figures) > 100
+    assert [(where, v) for where, v in figures if not (np.isfinite(v) and v > 0)] == []
+
+    assert report["baselines"]["simpleclick_vit_h_proxy"]["reduced"] is True
+    assert report["settings"]["variant"] == "tiny" and report["settings"]["quick"] is True
+    assert report["machine"]["threads"] == 2 and report["machine"]["cpu_model"]
+    assert report["versions"]["onnxruntime"] and report["date"]
