@@ -68,7 +68,7 @@ def export(
         else:
             model = build_model(get_variant(random_init), seed=seed)
             source = {"random_init": random_init, "seed": seed}
-    except (CheckpointError, ValueError) as err:
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"exporting {model.cfg.variant} "
                   f"({'plain SAM' if model.cfg.is_plain_sam else 'FocSAM'}) to {out}")

@@ -19,7 +19,9 @@ else; otherwise `CheckpointError` names the offending keys and the detected kind
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -100,6 +102,49 @@ def _torch_load_detail(error: Exception) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else type(error).__name__
 
 
+class _Inert:
+    """Stands in for a foreign object of a training checkpoint; none of its code ever runs."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> _Inert:
+        return object.__new__(cls)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def __setstate__(self, state: object) -> None:
+        pass
+
+
+_FOREIGN_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_MAX_FOREIGN_GLOBALS = 64
+
+
+def _inert(name: str) -> tuple[type, str]:
+    module, _, qualname = name.rpartition(".")
+    return type(qualname, (_Inert,), {"__module__": module}), name
+
+
+def _safe_load(path: Path) -> object:
+    """`torch.load(weights_only=True)`, with foreign classes replaced by inert placeholders.
+
+    A full mmengine training checkpoint pickles bookkeeping objects beside the weights (e.g.
+    `mmengine.logging.HistoryBuffer` in `message_hub`), which the weights-only unpickler
+    refuses. Each refused name is allowed again as a do-nothing `_Inert` class, so the tensors
+    load while nothing from the file is executed; the placeholders never reach the model.
+    """
+    inert: list[tuple[type, str]] = []
+    mmap = zipfile.is_zipfile(path)  # retries then cost no re-read of multi-GB files
+    while True:
+        try:
+            with torch.serialization.safe_globals(inert):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as error:
+            match = _FOREIGN_GLOBAL.search(str(error))
+            if match is None or len(inert) >= _MAX_FOREIGN_GLOBALS:
+                raise
+            inert.append(_inert(match.group(1)))
+
+
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The name -> tensor map of a checkpoint file: unwrapped, `module.` stripped, not renamed.
 
@@ -110,7 +155,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _safe_load(path)
     except Exception as error:  # torch.load raises many types for foreign bytes
         if "weights_only" in str(error) or "Weights only" in str(error):
             raise CheckpointError(
@@ -125,6 +170,10 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, _Inert):
+        kind = type(obj)
+        raise CheckpointError(f"{path} holds a pickled {kind.__module__}.{kind.__qualname__} "
+                              "object, not a checkpoint (nothing in it was executed)")
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a dict of tensors")
     for wrapper in WRAPPER_KEYS:

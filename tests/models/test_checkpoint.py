@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,27 @@ def test_converted_sam_without_refiner_keeps_focsam_eps(tmp_path, tiny_state):
     model, info = load_checkpoint(path, layer_norm_eps=1e-6)
     assert model.backbone.blocks[3].norm2.eps == 1e-6
     assert info.config == get_variant("tiny").as_plain_sam()
+
+
+def test_training_checkpoint_with_foreign_objects(tmp_path, tiny_state, monkeypatch):
+    """A full mmengine checkpoint pickles its own classes beside the weights."""
+    module = types.ModuleType("fake_mmengine_logging")
+
+    class HistoryBuffer:
+        def __init__(self):
+            self.values = [1.0, 2.0]
+
+    HistoryBuffer.__module__ = module.__name__
+    HistoryBuffer.__qualname__ = "HistoryBuffer"
+    module.HistoryBuffer = HistoryBuffer
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    training = {"meta": {"iter": 160000}, "state_dict": tiny_state,
+                "message_hub": {"log_scalars": {"loss": HistoryBuffer()}}}
+    path = _save(training, tmp_path / "iter_160000.pth")
+    monkeypatch.delitem(sys.modules, module.__name__)  # as on a machine without mmengine
+    model, info = load_checkpoint(path)
+    assert info.kind == "focsam" and info.num_tensors == 314
+    _assert_loaded_exactly(model, tiny_state)
 
 
 def test_half_precision_tensors_become_float32(tmp_path, tiny_state):
