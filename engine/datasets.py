@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 from scipy.io import loadmat
+
+from focsam_onnx.engine.image_io import load_image
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +55,7 @@ class Sample:
 
     def load_image(self) -> np.ndarray:
         """(H, W, 3) uint8, BGR (alpha dropped, grey expanded), as `cv2.IMREAD_COLOR` gives."""
-        image = cv2.imread(str(self.image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"cannot decode image {self.image_path}")
-        return image
+        return load_image(self.image_path)
 
     def load_gt(self) -> np.ndarray:
         """(H, W) uint8: 1 where the decoded annotation equals object_id, else 0 (may be empty)."""
