@@ -246,6 +246,7 @@ def _breakdown(steps: list[dict]) -> dict:
     def median(key: str) -> float:
         return float(np.median([st[key] for st in steps if key in st]))
 
+    # The wall time encloses the timed parts, so this is >= 0; the floor keeps a tie positive.
     overhead = [st["wall"] - st["total"] for st in steps]
     return {"decode": median("decode"), "postprocess": median("postprocess"),
             "coarse_decode_once": median("coarse_decode"), "refine_once": median("refine"),
@@ -559,16 +560,15 @@ def default_cache_dir() -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bench/latency.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--variant", choices=VARIANT_NAMES, default=None,
                         help="random-init variant, exported into --cache-dir on first use "
                              "(default vit_h; tiny with --quick)")
     source.add_argument("--model", type=Path, help="an exported model directory instead")
     parser.add_argument("--threads", type=int, default=system_info.usable_cores(),
-                        help="onnxruntime / torch intra-op threads")
+                        help="onnxruntime / torch intra-op threads (default: all usable "
+                             "cores)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 10; 3 "
                         "with --quick)")
     parser.add_argument("--warmup", type=int, default=None, help="discarded runs first "
@@ -577,8 +577,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny variant, few "
                         f"repeats, SimpleClick proxy reduced to depth {QUICK_PROXY_DEPTH}")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
-                        help="where random-init exports and baseline graphs are kept")
-    parser.add_argument("--seed", type=int, default=0, help="random-init seed")
+                        help="where random-init exports and baseline graphs are kept "
+                             f"(default: {default_cache_dir()})")
+    parser.add_argument("--seed", type=int, default=0, help="random-init seed (default: 0)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
