@@ -49,7 +49,7 @@ def export(
         None, "--random-init", help=f"Export random weights of a variant {VARIANT_NAMES}, "
                                     "for timing and testing without a checkpoint."),
     seed: int = typer.Option(0, help="Seed for --random-init."),
-    opset: int = typer.Option(19, help="ONNX opset (the refiner needs 19 for DeformConv)."),
+    opset: int = typer.Option(20, help="ONNX opset (20 has Gelu; the refiner needs >= 19)."),
     simplify: bool = typer.Option(True, help="Run onnxsim on graphs under 2 GB (re-checked)."),
 ):
     """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""

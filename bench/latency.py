@@ -168,16 +168,17 @@ def _refiner_key(prefix: str, k: int) -> str:
 # ---------------------------------------------------------------- stage processes
 
 
-def _ort_options(threads: int, encoder: bool = False):
-    from focsam_onnx.engine.model_dir import encoder_session_options, session_options
+def _ort_options(threads: int):
+    """Baseline graphs get the options our decoder and refiner get."""
+    from focsam_onnx.engine.model_dir import session_options
 
-    return (encoder_session_options if encoder else session_options)(threads)
+    return session_options(threads)
 
 
-def _graph_session(s: Settings, spec, encoder: bool = False):
-    from focsam_onnx.engine.model_dir import create_session
+def _graph_session(s: Settings, spec):
+    from focsam_onnx.engine.model_dir import graph_session
 
-    return create_session(Path(s.model_dir) / spec.filename, _ort_options(s.threads, encoder), spec)
+    return graph_session(Path(s.model_dir) / spec.filename, spec, s.threads)
 
 
 def encoder_stages(s: Settings) -> dict:
@@ -186,7 +187,7 @@ def encoder_stages(s: Settings) -> dict:
 
     image, _ = synthetic_scene()
     out = {"preprocess": measure(lambda: preprocess(image), s.warmup, s.repeats)}
-    session = _graph_session(s, ENCODER, encoder=True)
+    session = _graph_session(s, ENCODER)
     feeds = {ENCODER.input_names[0]: preprocess(image)[0]}
     out["encoder"] = measure(lambda: session.run(None, feeds), s.warmup, s.repeats)
     out["encoder"]["process_peak_mb"] = system_info.process_peak_mb()

@@ -86,9 +86,18 @@ def encoder_session_options(threads: int) -> ort.SessionOptions:
     return opts
 
 
-def create_session(path: Path, opts: ort.SessionOptions, spec: GraphSpec) -> ort.InferenceSession:
+# onnxruntime rewrites measured to slow a graph down. Fusing the decoder's residual adds into
+# its image-token LayerNorms (SkipLayerNormalization) costs 2.6 ms per (1, 4096, 256) norm
+# against 0.3 ms unfused: the decoder runs 12% faster without it.
+DISABLED_OPTIMIZERS = {"decoder": ["SkipLayerNormFusion"]}
+
+
+def graph_session(path: Path, spec: GraphSpec, threads: int) -> ort.InferenceSession:
+    """The one way a graph's session is made: its options, `threads` threads, names checked."""
+    opts = (encoder_session_options if spec.name == "encoder" else session_options)(threads)
     try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=DISABLED_OPTIMIZERS.get(spec.name))
     except Exception as err:  # onnxruntime raises its own exception types
         raise ModelDirError(f"onnxruntime cannot load {path}: {err}; re-export the model") from None
     names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
@@ -137,8 +146,7 @@ def open_model_dir(path: str | Path, threads: int | None = None,
     for spec in GRAPHS:
         if spec.filename not in manifest["files"]:
             continue  # plain-SAM exports have no refiner
-        opts = (encoder_session_options if spec.name == "encoder" else session_options)(threads)
-        sessions[spec.name] = create_session(path / spec.filename, opts, spec)
+        sessions[spec.name] = graph_session(path / spec.filename, spec, threads)
     for required in ("encoder", "decoder"):
         if required not in sessions:
             raise ModelDirError(f"{path} has no {required} graph in its manifest; re-export")

@@ -20,7 +20,7 @@ from focsam_onnx.models.focsam import FocSAM
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 19
+DEFAULT_OPSET = 20  # opset 20 has Gelu, which onnxruntime runs as one fused kernel
 TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an external data file
 
 

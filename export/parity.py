@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from focsam_onnx.engine.graph_spec import GraphSpec
-from focsam_onnx.engine.model_dir import encoder_session_options, session_options
+from focsam_onnx.engine.model_dir import graph_session
 
 
 class ParityError(RuntimeError):
@@ -32,9 +31,7 @@ def check_parity(path: Path, spec: GraphSpec, module: torch.nn.Module, cases: li
     Raises ParityError naming the graph, the case, the output and the difference when any
     output differs by more than `tolerance`.
     """
-    opts = (encoder_session_options if spec.name == "encoder" else session_options)(
-        threads or torch.get_num_threads())
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = graph_session(path, spec, threads or torch.get_num_threads())
     worst = 0.0
     for case in cases:
         with torch.no_grad():

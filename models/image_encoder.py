@@ -9,12 +9,12 @@ Also owns `LayerNorm2d`, which the prompt encoder and the mask decoder reuse.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from focsam_onnx.models.config import EMBED_GRID, IMAGE_SIZE, EncoderConfig
 
 LN2D_EPS = 1e-6  # every LayerNorm2d in SAM (neck, mask downscaling, output upscaling)
+HEADS_AT_ONCE = 4  # attention heads computed together (bounds global attention's memory)
 
 
 class LayerNorm2d(nn.Module):
@@ -84,18 +84,30 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, S, S, D) tokens of B windows (or B=1 for global) -> (B, S, S, D)."""
-        b, h, w, _ = x.shape
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """qkv: (B, S, S, 3D) projected tokens -> (B, S, S, D) attention output before `proj`.
+
+        Heads are processed `HEADS_AT_ONCE` at a time: for global attention one head's
+        attention matrix is 4096 x 4096 floats (64 MB), so all 16 of ViT-H at once would hold
+        over 1 GB per intermediate.
+        """
+        b, h, w, _ = qkv.shape
         if h != self.grid_size or w != self.grid_size:
             raise ValueError(f"attention expects a {self.grid_size}x{self.grid_size} grid, "
                              f"got {h}x{w}")
         # qkv channel layout is [q | k | v], each [head0 | head1 | ...].
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).reshape(3, b * self.num_heads, h * w, -1).unbind(0)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = self._add_rel_pos(attn, q, h, w)
-        attn = attn.softmax(dim=-1)
-        out = (attn @ v).view(b, self.num_heads, h, w, self.head_dim)
-        return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
+        qkv = qkv.reshape(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        outs = []
+        for start in range(0, self.num_heads, HEADS_AT_ONCE):
+            q, k, v = qkv[:, :, start:start + HEADS_AT_ONCE].reshape(3, -1, h * w,
+                                                                     self.head_dim).unbind(0)
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = self._add_rel_pos(attn, q, h, w).softmax(dim=-1)
+            outs.append((attn @ v).view(b, -1, h, w, self.head_dim))
+        out = torch.cat(outs, dim=1) if len(outs) > 1 else outs[0]
+        return out.permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
 
     def _add_rel_pos(self, attn: torch.Tensor, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """attn: (B*heads, h*w, h*w); q: (B*heads, h*w, hd), unscaled (spec §2.2.5)."""
@@ -114,11 +126,9 @@ class Attention(nn.Module):
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
-    """x: (1, H, W, D) -> (nWh*nWw, window, window, D), zero-padded bottom/right, row-major."""
+    """x: (1, H, W, D), H and W multiples of `window` -> (nWh*nWw, window, window, D), row-major."""
     b, h, w, d = x.shape
-    pad_h, pad_w = (-h) % window, (-w) % window
-    x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    nh, nw = (h + pad_h) // window, (w + pad_w) // window
+    nh, nw = h // window, w // window
     x = x.view(b, nh, window, nw, window, d).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(b * nh * nw, window, window, d)
 
@@ -146,15 +156,29 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (1, 64, 64, D) -> (1, 64, 64, D)."""
         h, w = x.shape[1], x.shape[2]
-        u = self.norm1(x)
+        qkv = self.attn.qkv(self.norm1(x))
         if self.window_size > 0:
-            # Padding happens after norm1, so the padded tokens are exact zeros (spec §2.2.3).
-            u = window_unpartition(self.attn(window_partition(u, self.window_size)),
+            # Upstream pads norm1's output with zero tokens; their q/k/v are exactly the qkv
+            # bias, so the projection runs on the 64x64 real tokens only (70x70 padded: -18%)
+            # and the padding is appended afterwards. `proj` likewise runs after the crop.
+            qkv = _pad_with(qkv, self.attn.qkv.bias, self.window_size)
+            u = window_unpartition(self.attn.attend(window_partition(qkv, self.window_size)),
                                    self.window_size, h, w)
         else:
-            u = self.attn(u)
-        x = x + u
+            u = self.attn.attend(qkv)
+        x = x + self.attn.proj(u)
         return x + self.mlp(self.norm2(x))
+
+
+def _pad_with(x: torch.Tensor, value: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (1, H, W, C) bottom/right to a multiple of `multiple` with the vector `value` (C,)."""
+    _, h, w, c = x.shape
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_w:
+        x = torch.cat([x, value.expand(1, h, pad_w, c)], dim=2)
+    if pad_h:
+        x = torch.cat([x, value.expand(1, pad_h, w + pad_w, c)], dim=1)
+    return x
 
 
 class ImageEncoderViT(nn.Module):

@@ -11,11 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from focsam_onnx.models.config import PROMPT_DIM
+from focsam_onnx.models.config import EMBED_GRID, PROMPT_DIM
 from focsam_onnx.models.image_encoder import LayerNorm2d
 from focsam_onnx.models.transformer import TwoWayTransformer
 
 NUM_MASK_TOKENS = 4  # SAM's single-output token 0 + 3 multimask tokens
+
+
+def _subpixel_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """ConvTranspose2d weight (in, out, 2, 2) -> (in, 2*2*out), columns ordered (a, b, out)."""
+    return weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
 class MLP(nn.Module):
@@ -59,15 +64,36 @@ class MaskDecoder(nn.Module):
     def _run_transformer(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                          sparse: torch.Tensor,
                          dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (token outputs (1, 5 + N, 256), upscaled image (1, 32, 256, 256))."""
+        """-> (token outputs (1, 5 + N, 256), image tokens (1, 4096, 256), row-major 64x64)."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse],
                            dim=1)
-        src = image_embeddings + dense
-        hs, keys = self.transformer(src, image_pe, tokens)
-        b, c, h, w = src.shape
-        upscaled = self.output_upscaling(keys.transpose(1, 2).reshape(b, c, h, w))
-        return hs, upscaled
+        return self.transformer(image_embeddings + dense, image_pe, tokens)
+
+    def _upscale(self, keys: torch.Tensor) -> torch.Tensor:
+        """Image tokens (1, 4096, 256) -> upscaled map (1, 32, 256, 256)."""
+        grid = EMBED_GRID
+        return self.output_upscaling(keys.transpose(1, 2).reshape(1, -1, grid, grid))
+
+    def _mask0(self, keys: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+        """`_masks(hyper_in, _upscale(keys))` for one mask, computed channels-last.
+
+        A transposed conv with kernel 2 and stride 2 writes each input pixel to its own 2x2
+        output block, so it is one per-pixel matmul to 4 sub-pixels. Staying channels-last, the
+        LayerNorm2d becomes a plain LayerNorm and only the final one-channel map is pixel-
+        shuffled: no (1, 32, 256, 256) map is ever laid out (cheaper in onnxruntime).
+        keys: (1, 4096, 256); hyper_in: (1, 1, 32) -> (1, 1, 256, 256).
+        """
+        up1, norm, _, up2, _ = self.output_upscaling
+        x = keys @ _subpixel_matrix(up1.weight) + up1.bias.repeat(4)  # (1, 4096, 2*2*64)
+        x = x.unflatten(-1, (4, -1))  # (1, 4096, (a, b), 64): output pixel (2i + a, 2j + b)
+        x = F.gelu(F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps))
+        x = F.gelu(x @ _subpixel_matrix(up2.weight) + up2.bias.repeat(4))  # (.., (a2, b2) * 32)
+        mask = x.unflatten(-1, (4, -1)) @ hyper_in.reshape(-1, 1)  # (1, 4096, 4, 4, 1)
+        grid = EMBED_GRID
+        # [i, j, a, b, a2, b2] -> pixel (4i + 2a + a2, 4j + 2b + b2)
+        mask = mask.reshape(grid, grid, 2, 2, 2, 2).permute(0, 2, 4, 1, 3, 5)
+        return mask.reshape(1, 1, 4 * grid, 4 * grid)
 
     @staticmethod
     def _masks(hyper_in: torch.Tensor, upscaled: torch.Tensor) -> torch.Tensor:
@@ -83,12 +109,13 @@ class MaskDecoder(nn.Module):
         image_embeddings, image_pe, dense: (1, 256, 64, 64); sparse: (1, N+1, 256).
         Returns (masks (1, 4, 256, 256), iou_predictions (1, 4), mask_tokens (1, 4, 256)).
         """
-        hs, upscaled = self._run_transformer(image_embeddings, image_pe, sparse, dense)
+        hs, keys = self._run_transformer(image_embeddings, image_pe, sparse, dense)
         mask_tokens = hs[:, 1:1 + len(self.output_hypernetworks_mlps)]
         hyper_in = torch.stack(
             [mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1)
-        return self._masks(hyper_in, upscaled), self.iou_prediction_head(hs[:, 0]), mask_tokens
+        masks = self._masks(hyper_in, self._upscale(keys))
+        return masks, self.iou_prediction_head(hs[:, 0]), mask_tokens
 
     def forward_single(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                        sparse: torch.Tensor,
@@ -98,8 +125,7 @@ class MaskDecoder(nn.Module):
         Returns (low_res_masks (1, 1, 256, 256), mask_token (1, 1, 256) = transformer output of
         the first mask token after norm_final_attn, iou_predictions (1, 4)).
         """
-        hs, upscaled = self._run_transformer(image_embeddings, image_pe, sparse, dense)
+        hs, keys = self._run_transformer(image_embeddings, image_pe, sparse, dense)
         mask_token = hs[:, 1:2]
         hyper_in = self.output_hypernetworks_mlps[0](mask_token)
-        return (self._masks(hyper_in, upscaled), mask_token,
-                self.iou_prediction_head(hs[:, 0]))
+        return self._mask0(keys, hyper_in), mask_token, self.iou_prediction_head(hs[:, 0])

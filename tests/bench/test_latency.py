@@ -197,9 +197,8 @@ def _figures(node, where: str = ""):
         yield where, node
 
 
-def test_quick_benchmark_end_to_end(golden_model_dir, tmp_path, request):
-    out = tmp_path / "bench.json"
-    cache = request.config.cache.mkdir("focsam-bench")  # baseline graphs survive between runs
+def test_quick_benchmark_end_to_end(golden_model_dir, tmp_path):
+    out, cache = tmp_path / "bench.json", tmp_path / "cache"
     proc = subprocess.run(
         [sys.executable, "bench/latency.py", "--quick", "--model", str(golden_model_dir),
          "--threads", "2", "--cache-dir", str(cache), "--json", str(out)],
