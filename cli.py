@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import typer
@@ -22,6 +23,7 @@ errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay gre
 log = logging.getLogger("focsam_onnx.cli")
 
 VARIANT_NAMES = ("tiny", "vit_b", "vit_l", "vit_h")
+_verbose = False  # set by the --verbose option
 CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
 
 
@@ -29,9 +31,21 @@ CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not verbose:  # the ONNX exporter's passes log every rewrite at INFO
-        for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    global _verbose
+    _verbose = verbose
+
+
+def quiet_exporter() -> None:
+    """The ONNX exporter logs every rewrite and warns about torchvision; keep errors only."""
+    if _verbose:
+        return
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.onnx._internal.exporter"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.onnx"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="# The axis name")
 
 
 def fail(message: str) -> None:
@@ -60,6 +74,7 @@ def export(
     from focsam_onnx.models.config import get_variant
     from focsam_onnx.models.focsam import build_model
 
+    quiet_exporter()
     try:
         if ckpt is not None:
             with console.status(f"loading {ckpt}"):
