@@ -322,7 +322,6 @@ def torch_stages(s: Settings) -> dict:
     import torch
 
     from focsam_onnx.export.wrappers import DecoderGraph, EncoderGraph, RefinerGraph
-    from focsam_onnx.engine.preprocess import preprocess
     from focsam_onnx.models.config import get_variant
     from focsam_onnx.models.focsam import build_model
 
@@ -330,11 +329,8 @@ def torch_stages(s: Settings) -> dict:
     model = build_model(get_variant(s.variant), seed=s.seed)
     out, rng = {}, np.random.default_rng(s.seed)
     with torch.inference_mode():
-        encoder = EncoderGraph(model)
-        image = torch.from_numpy(preprocess(synthetic_scene()[0])[0])
-        out["torch_encoder"] = measure(lambda: encoder(image), s.warmup, s.repeats)
-        out["torch_encoder"]["process_peak_mb"] = system_info.process_peak_mb()
-        del encoder, model.backbone  # the decoder and refiner never need the ViT
+        out["torch_encoder"] = _torch_encoder_stage(EncoderGraph(model), s)
+        del model.backbone  # the decoder and refiner never need the ViT
         decoder, refiner = DecoderGraph(model), RefinerGraph(model)
         for n in DECODER_CLICKS:
             args = [torch.from_numpy(v) for v in decoder_feeds(n, rng).values()]
@@ -345,6 +341,16 @@ def torch_stages(s: Settings) -> dict:
             out[_refiner_key("torch_refiner", k)] = measure(lambda a=args: refiner(*a),
                                                             s.warmup, s.repeats)
     return out
+
+
+def _torch_encoder_stage(encoder, s: Settings) -> dict:
+    import torch
+
+    from focsam_onnx.engine.preprocess import preprocess
+
+    image = torch.from_numpy(preprocess(synthetic_scene()[0])[0])
+    entry = measure(lambda: encoder(image), s.warmup, s.repeats)
+    return {**entry, "process_peak_mb": system_info.process_peak_mb()}
 
 
 def proxy_stages(s: Settings, proxy_path: str, depth: int) -> dict:

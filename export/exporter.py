@@ -14,7 +14,7 @@ import torch
 from focsam_onnx.engine.graph_spec import GraphSpec
 from focsam_onnx.export.custom_ops import TRANSLATIONS
 from focsam_onnx.export.manifest import GraphReport, write_manifest
-from focsam_onnx.export.parity import ParityCase, check_parity
+from focsam_onnx.export.parity import check_parity
 from focsam_onnx.export.wrappers import GraphExport, graph_exports
 from focsam_onnx.models.focsam import FocSAM
 

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.clicker import Click
 from focsam_onnx.engine.datasets import open_dataset
 from focsam_onnx.engine.evaluate import RunSettings, evaluate
 from focsam_onnx.engine.metrics import binary_iou
 from focsam_onnx.engine.runtime import FocSAMEngine
-from focsam_onnx.engine.click_session import ClickSession
 
 pytestmark = pytest.mark.golden
 

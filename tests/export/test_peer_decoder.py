@@ -34,7 +34,9 @@ def decoders(tmp_path_factory):
     (decoder,) = [g for g in graph_exports(model) if g.spec.name == "decoder"]
     ours = export_graph(decoder, out, opset=19, simplify=False)
     theirs = export_sam_onnx_decoder(sam, out / "sam_decoder.onnx")
-    session = lambda path: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    def session(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
     return session(out / ours.files[0]), session(theirs)
 
 
