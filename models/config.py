@@ -56,17 +56,6 @@ class FocSAMConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> FocSAMConfig:
-        enc = dict(data["encoder"])
-        enc["global_attn_indexes"] = tuple(enc["global_attn_indexes"])
-        ref = data.get("refiner")
-        if ref is not None:
-            ref = dict(ref)
-            ref["expand_ratio"] = tuple(ref["expand_ratio"])
-            ref = RefinerConfig(**ref)
-        return cls(variant=data["variant"], encoder=EncoderConfig(**enc), refiner=ref)
-
     def as_plain_sam(self) -> FocSAMConfig:
         """The same backbone as official SAM builds it: LN eps 1e-6, no refiner."""
         encoder = dataclasses.replace(self.encoder, layer_norm_eps=1e-6)
