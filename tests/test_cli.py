@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -103,3 +104,29 @@ def test_export_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
 def test_export_needs_exactly_one_source(tmp_path):
     result = runner.invoke(app, ["export", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "exactly one of --ckpt" in result.output
+
+
+@pytest.mark.golden
+def test_evaluate_command_writes_the_results(golden_model_dir, load_golden, tmp_path):
+    data = load_golden("session_2")
+    for folder, array in (("images", data["image_rgb"][..., ::-1]),
+                          ("masks", data["gt_mask"] * 255)):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "data" / folder / "object.png"), array)
+    result = runner.invoke(app, ["evaluate", "--model", str(golden_model_dir), "--dataset",
+                                 "folder", "--data-root", str(tmp_path / "data"), "--out",
+                                 str(tmp_path / "results"), "--seed", "456"])
+    assert result.exit_code == 0, result.output
+    assert "NoC@90" in result.output
+    (sample,) = json.loads((tmp_path / "results" / "per_sample.json").read_text())
+    assert sample["id"] == "object" and len(sample["ious"]) == 20
+    assert sample["clicks"][0] == [int(data["clicks_yx_label"][0][1]),
+                                   int(data["clicks_yx_label"][0][0]), 1]
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert metrics["samples"] == 1 and metrics["skipped"] == 0 and metrics["NoC@90"] == 20
+
+
+def test_evaluate_command_rejects_an_unknown_dataset(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--dataset", "coco",
+                                 "--data-root", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "coco" in result.output
