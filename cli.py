@@ -69,6 +69,7 @@ def export(
     """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""
     if (ckpt is None) == (random_init is None):
         fail("give exactly one of --ckpt PATH or --random-init VARIANT")
+    from focsam_onnx.engine.model_dir import file_sha256
     from focsam_onnx.export.exporter import export_model
     from focsam_onnx.models.checkpoint import CheckpointError, load_checkpoint
     from focsam_onnx.models.config import get_variant
@@ -79,7 +80,7 @@ def export(
         if ckpt is not None:
             with console.status(f"loading {ckpt}"):
                 model, info = load_checkpoint(ckpt)
-            source = {"checkpoint": str(ckpt), "kind": info.kind, "sha256": info.sha256}
+            source = {"checkpoint": str(ckpt), "kind": info.kind, "sha256": file_sha256(ckpt)}
         else:
             model = build_model(get_variant(random_init), seed=seed)
             source = {"random_init": random_init, "seed": seed}

@@ -41,11 +41,13 @@ def load_golden(golden: Path):
 
 @pytest.fixture(scope="session")
 def golden_model_dir(golden: Path, tmp_path_factory) -> Path:
-    """The golden tiny checkpoint exported to ONNX once per test session (with parity gate)."""
-    from focsam_onnx.export.exporter import export_model
-    from focsam_onnx.models.checkpoint import load_checkpoint
+    """The golden tiny checkpoint exported once per test session, as a user does it."""
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
 
     out = tmp_path_factory.mktemp("golden_tiny_onnx")
-    model, info = load_checkpoint(golden / "tiny_focsam.pth")
-    export_model(model, out, {"checkpoint": "tiny_focsam.pth", "kind": info.kind})
+    result = CliRunner().invoke(app, ["export", "--ckpt", str(golden / "tiny_focsam.pth"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
     return out

@@ -16,6 +16,7 @@ from focsam_onnx.export.wrappers import graph_exports
 pytestmark = pytest.mark.golden
 
 DECODER_CASES = ["decoder_1click", "decoder_3clicks", "decoder_6clicks"]
+GOLDEN_CHECKPOINT_SHA256 = "69959c90b6a65662544d99ba58514d629e47c40bfd92120e929471c029b6fc0e"
 REFINER_CASES = ["refiner_middle", "refiner_border", "refiner_tiny", "refiner_allneg"]
 
 
@@ -97,6 +98,8 @@ def test_manifest_describes_the_export(golden_model_dir):
     assert manifest["graphs"]["decoder"]["inputs"][1] == {
         "name": "point_coords", "shape": [1, "num_points", 2], "dtype": "float32"}
     assert manifest["config"]["refiner"]["depth"] == 2
+    assert manifest["source"]["kind"] == "focsam"
+    assert manifest["source"]["sha256"] == GOLDEN_CHECKPOINT_SHA256
 
 
 def test_parity_gate_trips_on_altered_weights(golden_model_dir, golden, tmp_path):
