@@ -20,7 +20,6 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
-log = logging.getLogger("focsam_onnx.cli")
 
 VARIANT_NAMES = ("tiny", "vit_b", "vit_l", "vit_h")
 _verbose = False  # set by the --verbose option
