@@ -125,8 +125,9 @@ def segment(
     cache_dir: Path | None = typer.Option(
         None, help="Keep image embeddings here, so reopening the image skips the encoder."),
     threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
-    refine_at: int = typer.Option(1, help="Click index (0-based) where the focus refiner runs; "
-                                          "-1 disables it (plain SAM on the same graphs)."),
+    refine_at: int | None = typer.Option(
+        None, help="Click index (0-based) where the focus refiner runs; -1 disables it (plain "
+                   "SAM on the same graphs). Default: 1 (upstream), or -1 for plain-SAM exports."),
 ):
     """Segment one object of IMAGE from clicks, and write its mask."""
     import cv2
@@ -141,6 +142,8 @@ def segment(
         bgr = load_image(image)
         engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir)
         encoded = engine.open_image(bgr)
+        if refine_at is None:
+            refine_at = 1 if engine.model.has_refiner else -1
         session = ClickSession(engine, encoded, None if refine_at < 0 else refine_at)
         results = [session.click(x, y, positive) for x, y, positive in parsed]
     except ValueError as err:

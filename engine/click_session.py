@@ -48,7 +48,8 @@ class ClickSession:
             raise ValueError(f"refine_at must be >= 0 or None, got {refine_at}")
         if refine_at is not None and not engine.model.has_refiner:
             raise ValueError(f"{engine.model.path} has no refiner graph (a plain-SAM export); "
-                             "use refine_at=None")
+                             "run it without the refiner (refine_at=None; on the command line "
+                             "segment --refine-at -1 or evaluate --mode sam)")
         self.engine = engine
         self.image = image
         self.refine_at = refine_at

@@ -130,3 +130,30 @@ def test_evaluate_command_rejects_an_unknown_dataset(tmp_path):
     result = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--dataset", "coco",
                                  "--data-root", str(tmp_path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "coco" in result.output
+
+
+@pytest.mark.golden
+def test_plain_sam_checkpoint_exports_and_segments_without_refiner(golden, tmp_path):
+    import torch
+
+    from focsam_onnx.models.checkpoint import focsam_to_official_key
+
+    state = torch.load(golden / "tiny_focsam.pth", weights_only=True)["state_dict"]
+    official = {focsam_to_official_key(k): v for k, v in state.items()
+                if not k.startswith("refine_head.")}
+    torch.save(official, tmp_path / "sam_tiny.pth")
+    model = tmp_path / "sam"
+    result = runner.invoke(app, ["export", "--ckpt", str(tmp_path / "sam_tiny.pth"), "--out",
+                                 str(model), "--no-simplify"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["kind"] == "sam" and set(manifest["files"]) == {"encoder.onnx",
+                                                                   "decoder.onnx"}
+    image = str(REPO / "examples" / "shapes.png")
+    result = runner.invoke(app, ["segment", image, "--model", str(model), "--clicks",
+                                 "170,125,+;60,55,-", "--out", str(tmp_path / "mask.png")])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED).shape == (240, 320)
+    result = runner.invoke(app, ["segment", image, "--model", str(model), "--clicks",
+                                 "170,125,+", "--refine-at", "1"])
+    assert result.exit_code == 2 and "has no refiner graph" in result.output
