@@ -64,8 +64,12 @@ def verify_files(model_dir: Path, manifest: dict, hash_files: bool = True) -> No
                                 f"(altered after export); {hint}")
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int, spinning: bool = True) -> ort.SessionOptions:
+    """`spinning=False` keeps idle worker threads from busy-waiting (for several sessions that
+    take turns in one process, whose spinning pools would otherwise steal each other's cores)."""
     opts = ort.SessionOptions()
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -90,9 +94,13 @@ def encoder_session_options(threads: int) -> ort.SessionOptions:
 DISABLED_OPTIMIZERS = {"decoder": ["SkipLayerNormFusion"]}
 
 
-def graph_session(path: Path, spec: GraphSpec, threads: int) -> ort.InferenceSession:
+def graph_session(path: Path, spec: GraphSpec, threads: int,
+                  spinning: bool = True) -> ort.InferenceSession:
     """The one way a graph's session is made: its options, `threads` threads, names checked."""
-    opts = (encoder_session_options if spec.name == "encoder" else session_options)(threads)
+    if spec.name == "encoder":
+        opts = encoder_session_options(threads)
+    else:
+        opts = session_options(threads, spinning)
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
                                        disabled_optimizers=DISABLED_OPTIMIZERS.get(spec.name))

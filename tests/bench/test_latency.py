@@ -62,15 +62,17 @@ def test_ratios_divide_p50s_and_average_over_counts():
     stages.update({f"refiner_{k}_window" + ("s" if k > 1 else ""): _entry(2.0 * k)
                    for k in latency.REFINER_WINDOWS})
     baselines = {"torch_encoder": _entry(600.0), "simpleclick_vit_h_proxy": _entry(1000.0),
-                 "sam_onnx_decoder_1_click": _entry(20.0),
-                 "sam_onnx_decoder_5_clicks": _entry(20.0),
-                 "sam_onnx_decoder_20_clicks": _entry(20.0),
+                 "sam_onnx_decoder_1_click": {**_entry(20.0), "interleaved_ours_over_this": 0.6},
+                 "sam_onnx_decoder_5_clicks": {**_entry(20.0), "interleaved_ours_over_this": 0.7},
+                 "sam_onnx_decoder_20_clicks": {**_entry(20.0),
+                                                "interleaved_ours_over_this": 0.8},
                  "torch_decoder_1_click": _entry(10.0), "torch_decoder_5_clicks": _entry(10.0),
                  "torch_decoder_20_clicks": _entry(10.0)}
     baselines.update({f"torch_refiner_{k}_window" + ("s" if k > 1 else ""): _entry(4.0 * k)
                       for k in latency.REFINER_WINDOWS})
     ratios = latency.compute_ratios(stages, baselines)
     assert ratios["decoder_vs_sam_onnx_decoder"] == pytest.approx((0.5 + 1.0 + 1.5) / 3)
+    assert ratios["decoder_vs_sam_onnx_decoder_interleaved"] == pytest.approx(0.7)
     assert ratios["interaction_vs_simpleclick_vit_h"] == pytest.approx(0.005)
     assert ratios["encoder_ort_vs_torch"] == pytest.approx(0.5)
     assert ratios["decoder_ort_vs_torch"] == pytest.approx(2.0)
@@ -219,7 +221,8 @@ def test_quick_benchmark_end_to_end(golden_model_dir, tmp_path):
     baselines |= {f"torch_refiner_{k}_window" + ("s" if k > 1 else "")
                   for k in latency.REFINER_WINDOWS}
     assert set(report["baselines"]) == baselines
-    assert {"decoder_vs_sam_onnx_decoder", "interaction_vs_simpleclick_vit_h",
+    assert {"decoder_vs_sam_onnx_decoder", "decoder_vs_sam_onnx_decoder_interleaved",
+            "interaction_vs_simpleclick_vit_h",
             "encoder_ort_vs_torch"} <= set(report["ratios"])
     for entry in [*report["stages"].values(), *report["baselines"].values()]:
         assert {"p50_ms", "p90_ms", "peak_mb"} <= set(entry)
