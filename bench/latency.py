@@ -426,7 +426,7 @@ def export_focsam(variant: str, seed: int, out_dir: str) -> None:
     from focsam_onnx.models.focsam import build_model
 
     export_model(build_model(get_variant(variant), seed=seed), out_dir,
-                 {"random_init": variant, "seed": seed})
+                 _export_source(variant, seed))
 
 
 def export_sam_decoder(out_dir: str, seed: int) -> str:
@@ -441,6 +441,18 @@ def export_simpleclick_proxy(out_dir: str, depth: int, seed: int) -> str:
     return str(export_proxy(out_dir, ProxyConfig(depth=depth), seed))
 
 
+def _export_source(variant: str, seed: int) -> dict:
+    """What a cached export was made from, including the code that made its graphs: an export
+    from older model or exporter code is stale even with the same variant and seed."""
+    import hashlib
+
+    package = Path(system_info.__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*package.glob("models/*.py"), *package.glob("export/*.py")]):
+        digest.update(path.read_bytes())
+    return {"random_init": variant, "seed": seed, "code": digest.hexdigest()[:16]}
+
+
 def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
     """`cache_dir/<variant>-seed<seed>`, exported (in a subprocess) unless its manifest is valid."""
     from focsam_onnx.engine.model_dir import ModelDirError, read_manifest, verify_files
@@ -449,7 +461,7 @@ def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
     try:
         manifest = read_manifest(out_dir)
         verify_files(out_dir, manifest, hash_files=False)
-        if manifest.get("source") == {"random_init": variant, "seed": seed} and \
+        if manifest.get("source") == _export_source(variant, seed) and \
                 "refiner" in manifest.get("graphs", {}):
             return out_dir
     except ModelDirError:

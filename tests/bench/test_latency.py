@@ -90,10 +90,13 @@ def test_peak_rss_resets_per_stage():
     assert grown - system_info.peak_rss_mb() > 48
 
 
-def _as_random_init(src: Path, dst: Path, variant: str, seed: int) -> None:
+def _as_random_init(src: Path, dst: Path, variant: str, seed: int, code: str | None = None
+                    ) -> None:
     shutil.copytree(src, dst)
     manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["source"] = {"random_init": variant, "seed": seed}
+    manifest["source"] = latency._export_source(variant, seed)
+    if code is not None:
+        manifest["source"]["code"] = code
     (dst / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -108,6 +111,14 @@ def test_model_cache_is_reused_only_for_its_variant_and_seed(golden_model_dir, t
     assert latency.focsam_model_dir(tmp_path, "tiny", 1) == tmp_path / "tiny-seed1"
     assert exports == [("tiny", 1, str(tmp_path / "tiny-seed1"))]
     assert not (tmp_path / "tiny-seed1" / "manifest.json").exists()  # stale manifest dropped
+
+
+def test_cache_rejects_an_export_from_other_code(golden_model_dir, tmp_path, monkeypatch):
+    exports = []
+    monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
+    _as_random_init(golden_model_dir, tmp_path / "tiny-seed0", "tiny", 0, code="0123456789abcdef")
+    latency.focsam_model_dir(tmp_path, "tiny", 0)
+    assert exports == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
 
 
 def test_cache_rejects_a_truncated_graph(golden_model_dir, tmp_path, monkeypatch):
