@@ -60,7 +60,8 @@ class EmbeddingCache:
             self._remember(key, embeddings)
         return embeddings
 
-    def put(self, image_hash: str, model_id: str, embeddings: np.ndarray) -> None:
+    def put(self, image_hash: str, model_id: str, embeddings: np.ndarray) -> np.ndarray:
+        """Store `embeddings`; returns the stored, read-only array."""
         if embeddings.shape != EMBEDDING_SHAPE or embeddings.dtype != np.float32:
             raise ValueError(f"embeddings must be float32 {EMBEDDING_SHAPE}, got "
                              f"{embeddings.dtype} {embeddings.shape}")
@@ -70,6 +71,7 @@ class EmbeddingCache:
         self._remember(key, embeddings)
         if self.cache_dir is not None:
             self._write_disk(key, image_hash, model_id, embeddings)
+        return embeddings
 
     def _remember(self, key: str, embeddings: np.ndarray) -> None:
         self._memory[key] = embeddings

@@ -25,6 +25,7 @@ data) ran several threads, so the size rule alone is followed here.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -42,13 +43,18 @@ class AxisTable(NamedTuple):
     l1: np.ndarray  # (n_out,) float32, weight of i1
 
 
+@functools.lru_cache(maxsize=64)
 def axis_table(n_in: int, n_out: int) -> AxisTable:
-    """Indices and float32 weights of one axis of a bilinear (align_corners=False) resize."""
+    """Indices and float32 weights of one axis of a bilinear (align_corners=False) resize.
+
+    Cached (read-only arrays): every click of a session post-processes with the same sizes.
+    """
     if n_in < 1 or n_out < 1:
         raise ValueError(f"axis lengths must be positive, got n_in={n_in}, n_out={n_out}")
     if n_in == n_out:
         index = np.arange(n_out, dtype=np.intp)
-        return AxisTable(index, index, np.ones(n_out, np.float32), np.zeros(n_out, np.float32))
+        return _read_only(AxisTable(index, index.copy(), np.ones(n_out, np.float32),
+                                    np.zeros(n_out, np.float32)))
     scale = np.float32(n_in) / np.float32(n_out)
     # torch computes scale * (d + 0.5) - 0.5 as one fused multiply-add in float32.
     source = (np.float64(scale) * (np.arange(n_out, dtype=np.float64) + 0.5) - 0.5)
@@ -57,7 +63,13 @@ def axis_table(n_in: int, n_out: int) -> AxisTable:
     l1 = np.clip(source - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
     i1 = i0 + (i0 < n_in - 1)
     l0 = np.float32(1.0) - l1
-    return AxisTable(i0, i1, l0, l1)
+    return _read_only(AxisTable(i0, i1, l0, l1))
+
+
+def _read_only(table: AxisTable) -> AxisTable:
+    for array in table:
+        array.flags.writeable = False
+    return table
 
 
 def _blend_along(x: np.ndarray, table: AxisTable, axis: int) -> np.ndarray:

@@ -64,9 +64,8 @@ class FocSAMEngine:
         embeddings = self.cache.get(image_hash, self.model.model_id)
         from_cache = embeddings is not None
         if embeddings is None:
-            embeddings = self.encode(preprocess(image)[0])
-            self.cache.put(image_hash, self.model.model_id, embeddings)
-            embeddings = self.cache.get(image_hash, self.model.model_id)
+            embeddings = self.cache.put(image_hash, self.model.model_id,
+                                        self.encode(preprocess(image)[0]))
         return EncodedImage(image_hash, geometry, embeddings, from_cache,
                             time.perf_counter() - start)
 
