@@ -51,3 +51,19 @@ def golden_model_dir(golden: Path, tmp_path_factory) -> Path:
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-init tiny FocSAM export (encoder, decoder, refiner), made once per test session.
+
+    For every test that needs *a* model but not the golden numbers: it needs no ../shared.
+    """
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
+
+    out = tmp_path_factory.mktemp("random_tiny_onnx")
+    result = CliRunner().invoke(app, ["export", "--random-init", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
