@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+from focsam_onnx.engine.atomic_io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,6 @@ EMBEDDING_SHAPE = (1, 256, 64, 64)
 
 def cache_key(image_hash: str, model_id: str) -> str:
     return hashlib.sha256(f"{model_id}:{image_hash}".encode()).hexdigest()[:32]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class EmbeddingCache:
@@ -83,8 +72,8 @@ class EmbeddingCache:
         raw = emb.tobytes()
         meta = {"model_id": model_id, "image_hash": image_hash, "shape": list(emb.shape),
                 "dtype": "float32", "sha256": hashlib.sha256(raw).hexdigest()}
-        _atomic_write(self.cache_dir / f"{key}.bin", raw)
-        _atomic_write(self.cache_dir / f"{key}.json", json.dumps(meta).encode())
+        atomic_write(self.cache_dir / f"{key}.bin", raw)
+        atomic_write(self.cache_dir / f"{key}.json", json.dumps(meta).encode())
 
     def _read_disk(self, key: str, image_hash: str, model_id: str) -> np.ndarray | None:
         if self.cache_dir is None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession
 from focsam_onnx.engine.clicker import Click, next_click
 from focsam_onnx.engine.datasets import Sample
@@ -183,7 +182,4 @@ def _rng_state_from_json(state: list) -> tuple:
 
 
 def _write_json(path: Path, data: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data))
