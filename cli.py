@@ -169,7 +169,8 @@ def segment(
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
     dataset: str = typer.Option(..., "--dataset", help="grabcut, berkeley, davis, sbd, cod10k, "
-                                                       "mvtec or folder (images/ + masks/)."),
+                                                       "mvtec, hqseg44k, coco or folder "
+                                                       "(images/ + masks/)."),
     data_root: Path = typer.Option(..., "--data-root",
                                    help="The folder that directly holds the dataset's files "
                                         "(e.g. the one with img/ and gt/ for GrabCut)."),
@@ -190,6 +191,7 @@ def evaluate(
     from focsam_onnx.engine.datasets import open_dataset
     from focsam_onnx.engine.evaluate import RunSettings
     from focsam_onnx.engine.evaluate import evaluate as run_evaluation
+    from focsam_onnx.engine.evaluate import protocol
     from focsam_onnx.engine.metrics import markdown_table
     from focsam_onnx.engine.runtime import FocSAMEngine
 
@@ -206,7 +208,7 @@ def evaluate(
                 on_progress=lambda done, total: progress.update(task, completed=done))
     except ValueError as err:
         fail(str(err))
-    console.print(markdown_table(metrics, f"{dataset} — {mode}"))
+    console.print(markdown_table(metrics, f"{dataset} — {mode}", protocol(dataset)))
     console.print(f"results in {out}")
 
 

@@ -11,6 +11,7 @@ Upstream cannot handle an empty object (it retries the sample 1000 times, then r
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ GT_MVTEC = "mvtec"  # as GT_UNCHANGED, then 255 -> 1
 GT_COD10K = "cod10k"  # PIL convert("L"), then 255 -> 1
 GT_SBD = "sbd"  # MATLAB file, GTinst struct, first field (Segmentation): instance map
 GT_FOLDER = "folder"  # generic: foreground = mask > 0 on any colour channel, alpha ignored
+GT_PANOPTIC = "panoptic"  # COCO panoptic PNG: segment id = R + 256*G + 65536*B per pixel
 
 _FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -40,7 +42,9 @@ class Sample:
     """One object of one image.
 
     id: unique within the dataset (image stem; SBD `<stem>#<instance:03d>`; MVTec
-    `<class>_<defect>_<n>`). gt_format: one of the GT_* decoders of this module.
+    `<class>_<defect>_<n>`; HQSeg-44K `<subset>/<stem>`; COCO `<image id>#<segment id>`).
+    gt_format: one of the GT_* decoders of this module. subset: the part of a benchmark the
+    sample belongs to, reported on its own by `evaluate` ("" for single-part datasets).
     """
 
     id: str
@@ -48,6 +52,7 @@ class Sample:
     gt_path: Path
     object_id: int = 1
     gt_format: str = GT_PIL
+    subset: str = ""
 
     def __post_init__(self) -> None:
         if self.gt_format not in _DECODERS:
@@ -134,6 +139,13 @@ def _decode_folder(path: Path) -> np.ndarray:
     return (decoded > 0).astype(np.uint8)
 
 
+def _decode_panoptic(path: Path) -> np.ndarray:
+    # Upstream reads the PNG in BGR order and weighs it B*65536 + G*256 + R: the same COCO id.
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.uint32)
+    return rgb[..., 0] | (rgb[..., 1] << 8) | (rgb[..., 2] << 16)
+
+
 _DECODERS: dict[str, Callable[[Path], np.ndarray]] = {
     GT_PIL: _decode_pil,
     GT_UNCHANGED: _decode_unchanged,
@@ -141,6 +153,7 @@ _DECODERS: dict[str, Callable[[Path], np.ndarray]] = {
     GT_COD10K: _decode_cod10k,
     GT_SBD: _decode_sbd,
     GT_FOLDER: _decode_folder,
+    GT_PANOPTIC: _decode_panoptic,
 }
 
 
@@ -286,9 +299,98 @@ def read_folder(root: Path) -> list[Sample]:
     return _require(samples, "folder", root, "images/<stem>.<ext> with masks/<stem>.<ext>")
 
 
+# HQSeg-44K val as SAM-HQ lays it out: (subset, image folder, mask folder), in evaluation order.
+HQSEG44K_VAL = (
+    ("DIS5K-VD", "DIS5K/DIS-VD/im", "DIS5K/DIS-VD/gt"),
+    ("ThinObject5K-TE", "thin_object_detection/ThinObject5K/images_test",
+     "thin_object_detection/ThinObject5K/masks_test"),
+    ("COIFT", "thin_object_detection/COIFT/images", "thin_object_detection/COIFT/masks"),
+    ("HRSOD", "thin_object_detection/HRSOD/images", "thin_object_detection/HRSOD/masks_max255"),
+)
+
+
+def read_hqseg44k(root: Path) -> list[Sample]:
+    """HQSeg-44K val: the four subsets in `HQSEG44K_VAL` order, each sorted by image file name.
+
+    Image `<stem>.jpg` pairs with mask `<stem>.png`; one object per image, foreground = mask
+    > 0 on any colour channel. Upstream FocSAM has no HQSeg loader; this is SAM-HQ's val split.
+    """
+    root = Path(root)
+    samples = []
+    for subset, image_dir, mask_dir in HQSEG44K_VAL:
+        for folder in (image_dir, mask_dir):
+            if not (root / folder).is_dir():
+                raise ValueError(f"{root / folder} not found: the HQSeg-44K root is SAM-HQ's "
+                                 f"data folder, holding {subset} images in {image_dir}/ and "
+                                 f"masks in {mask_dir}/")
+        masks = _keyed((root / mask_dir).glob("*.png"), lambda p: p.stem)
+        images = sorted((root / image_dir).glob("*.jpg"), key=lambda p: p.name)
+        unpaired = [p.name for p in images if p.stem not in masks]
+        if unpaired:
+            raise ValueError(f"{len(unpaired)} {subset} images have no mask <stem>.png in "
+                             f"{root / mask_dir}, e.g. {unpaired[0]}")
+        samples += [Sample(f"{subset}/{p.stem}", p, masks[p.stem], 1, GT_FOLDER, subset)
+                    for p in images]
+    return _require(samples, "HQSeg-44K", root, "<subset images>/<stem>.jpg with "
+                    "<subset masks>/<stem>.png for " + ", ".join(s for s, _, _ in HQSEG44K_VAL))
+
+
+def _numbered(paths: Iterable[Path]) -> dict[str, Path]:
+    """{str(int(stem)): path} for the files whose stem is a number (COCO's image ids)."""
+    return _keyed((p for p in paths if p.stem.isdigit()), lambda p: str(int(p.stem)))
+
+
+_COCO_LAYOUT = ("annotations/panoptic_val2017.json, annotations/panoptic_val2017/<id>.png and "
+                "val2017/<id>.jpg (COCO's panoptic_annotations_trainval2017 and val2017 unpacked)")
+
+
+def read_coco(root: Path) -> list[Sample]:
+    """COCO panoptic val: one sample per `segments_info` entry (things and stuff, crowd too).
+
+    Images `*.jpg` and panoptic PNGs `*.png` anywhere below root, keyed by the number in their
+    stem; annotations from the one `*panoptic_val2017.json`, in its order, then segment order.
+    Annotations whose image or PNG is absent are left out and counted in a warning.
+    """
+    root = Path(root)
+    found = sorted(root.rglob("*panoptic_val2017.json"))
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} files"
+        raise ValueError(f"{what} *panoptic_val2017.json under {root}: the COCO root holds "
+                         f"{_COCO_LAYOUT}")
+    try:
+        annotation = json.loads(found[0].read_text())
+        categories = {c["id"]: bool(c.get("isthing", 1)) for c in annotation["categories"]}
+        entries = annotation["annotations"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{found[0]} is not a COCO panoptic annotation file ({err})") from err
+    images, pngs = _numbered(root.rglob("*.jpg")), _numbered(root.rglob("*.png"))
+    samples, missing = [], 0
+    for entry in entries:
+        stem = Path(entry["file_name"]).stem
+        key = str(int(stem)) if stem.isdigit() else stem
+        if key not in images or key not in pngs:
+            missing += 1
+            continue
+        for segment in entry["segments_info"]:
+            subset = "things" if categories.get(segment["category_id"], True) else "stuff"
+            samples.append(Sample(f"{stem}#{segment['id']}", images[key], pngs[key],
+                                  int(segment["id"]), GT_PANOPTIC, subset))
+    if missing:
+        logger.warning("%d of %d annotations in %s have no image or PNG under %s; left out",
+                       missing, len(entries), found[0].name, root)
+    return _require(samples, "COCO panoptic", root, _COCO_LAYOUT)
+
+
+# Datasets upstream FocSAM has no loader for: its protocol applied to our sample list.
+NOT_IN_UPSTREAM = {
+    "hqseg44k": "HQSeg-44K val as SAM-HQ releases it (upstream FocSAM has no HQSeg loader)",
+    "folder": "a generic images/ + masks/ folder",
+}
+
 # Each reader's root: grabcut/berkeley/davis the folder holding img/ and gt/; sbd the
 # benchmark_RELEASE/dataset folder; cod10k the COD10K-v3 folder; mvtec the folder of class
-# folders; folder the one holding images/ and masks/.
+# folders; folder the one holding images/ and masks/; hqseg44k SAM-HQ's data folder (holding
+# DIS5K/ and thin_object_detection/); coco the folder holding annotations/ and val2017/.
 DATASETS: dict[str, Callable[[Path], list[Sample]]] = {
     "grabcut": read_grabcut,
     "berkeley": read_berkeley,
@@ -297,6 +399,8 @@ DATASETS: dict[str, Callable[[Path], list[Sample]]] = {
     "cod10k": read_cod10k,
     "mvtec": read_mvtec,
     "folder": read_folder,
+    "hqseg44k": read_hqseg44k,
+    "coco": read_coco,
 }
 
 

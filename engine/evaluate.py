@@ -20,7 +20,7 @@ import numpy as np
 from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession
 from focsam_onnx.engine.clicker import Click, next_click
-from focsam_onnx.engine.datasets import Sample
+from focsam_onnx.engine.datasets import NOT_IN_UPSTREAM, Sample
 from focsam_onnx.engine.metrics import binary_iou, markdown_table, summarize
 from focsam_onnx.engine.runtime import FocSAMEngine
 
@@ -97,10 +97,28 @@ def evaluate(engine: FocSAMEngine, samples: Sequence[Sample], out_dir: str | Pat
         out.save_progress(settings, results, skipped, rng)
     if on_progress is not None:
         on_progress(len(samples), len(samples))
-    metrics = summarize([r.ious for r in results]) if results else {"samples": 0}
-    metrics["skipped"] = len(skipped)
+    metrics = _summary(results, skipped)
+    subsets = list(dict.fromkeys(s.subset for s in samples if s.subset))
+    if subsets:
+        subset_of = {s.id: s.subset for s in samples}
+        metrics["subsets"] = {
+            name: _summary([r for r in results if subset_of.get(r.id) == name],
+                           [i for i in skipped if subset_of.get(i) == name])
+            for name in subsets}
     out.save_metrics(settings, metrics, [r.ious for r in results])
     return metrics
+
+
+def _summary(results: list[SampleResult], skipped: list[str]) -> dict:
+    metrics = summarize([r.ious for r in results]) if results else {"samples": 0}
+    metrics["skipped"] = len(skipped)
+    return metrics
+
+
+def protocol(dataset: str) -> str:
+    """What the numbers of `dataset` are: upstream's protocol, on upstream's list or ours."""
+    text = f"FocSAM protocol (upstream's click simulator, {NUM_CLICKS} clicks per object)"
+    return f"{text} applied to {NOT_IN_UPSTREAM[dataset]}" if dataset in NOT_IN_UPSTREAM else text
 
 
 class ResultFiles:
@@ -142,9 +160,10 @@ class ResultFiles:
         curve = np.mean(ious, axis=0).tolist() if ious else []
         _write_json(self.metrics, {**metrics, "mIoU_curve": curve, "mode": settings.mode,
                                    "dataset": settings.dataset, "seed": settings.seed,
-                                   "seed_mode": settings.seed_mode})
+                                   "seed_mode": settings.seed_mode,
+                                   "protocol": protocol(settings.dataset)})
         title = f"{settings.dataset} — {settings.mode} (seed {settings.seed}, {settings.seed_mode})"
-        self.table.write_text(markdown_table(metrics, title) + "\n")
+        self.table.write_text(markdown_table(metrics, title, protocol(settings.dataset)) + "\n")
         plot_miou_curves(self.folder)
 
 

@@ -1,8 +1,8 @@
 """Evaluation metrics of upstream's `ClickTestLoop` (spec §6.5), plus labelled extensions.
 
-Upstream reports NoC@85/90/95 and mIoU after 1, 2, 3, 4, 5, 10, 15 and 20 clicks. NoF@85, NoF@90
-and 5-mIoU are not computed upstream; they are extensions with the conventional definitions and
-are listed in `EXTENSION_KEYS`.
+Upstream reports NoC@85/90/95 and mIoU after 1, 2, 3, 4, 5, 10, 15 and 20 clicks. NoF@85/90/95
+and 5-mIoU are not computed upstream; they are extensions with the conventional definitions of
+spec §6.5 and are listed in `EXTENSION_KEYS`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ import numpy as np
 
 NOC_THRESHOLDS = {"NoC@85": 0.85, "NoC@90": 0.90, "NoC@95": 0.95}
 MIOU_CLICKS = (1, 2, 3, 4, 5, 10, 15, 20)
-NOF_THRESHOLDS = {"NoF@85": 0.85, "NoF@90": 0.90}
-EXTENSION_KEYS = ("NoF@85", "NoF@90", "5-mIoU")
+# NoF@95 is the failure count SegNext reports on HQSeg-44K.
+NOF_THRESHOLDS = {"NoF@85": 0.85, "NoF@90": 0.90, "NoF@95": 0.95}
+EXTENSION_KEYS = ("NoF@85", "NoF@90", "NoF@95", "5-mIoU")
+# Papers on HQSeg-44K (SegNext) call the mIoU after 5 clicks "5-mIoU"; spec §6.5 defines
+# 5-mIoU as the mean over clicks 1-5, which is what the key holds. Both are reported.
+FIVE_MIOU_NOTE = ("5-mIoU is the mean IoU over clicks 1-5 (spec §6.5); the \"5-mIoU\" of "
+                  "SegNext's HQSeg-44K tables is the mIoU after 5 clicks, column mIoU@5.")
 
 
 def binary_iou(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -64,8 +69,8 @@ def summarize(per_sample_ious: Sequence[Sequence[float]]) -> dict[str, float | i
     per_sample_ious: one list per sample, IoU after click 1..N (N = 20 in the protocol; every
     sample the same N). Keys, in this order: NoC@85, NoC@90, NoC@95 (mean NoC, upstream);
     mIoU@k for k in 1, 2, 3, 4, 5, 10, 15, 20 with k <= N (mean raw IoU after k clicks,
-    upstream); NoF@85, NoF@90 (extension: samples whose IoU stays below the threshold on every
-    click); 5-mIoU (extension, N >= 5: mean over samples of the mean IoU of clicks 1-5);
+    upstream); NoF@85, NoF@90, NoF@95 (extension: samples whose IoU stays below the threshold
+    on every click); 5-mIoU (extension, N >= 5: mean over samples of the mean IoU of clicks 1-5);
     samples (count).
     """
     ious = _iou_matrix(per_sample_ious)
@@ -84,26 +89,33 @@ def summarize(per_sample_ious: Sequence[Sequence[float]]) -> dict[str, float | i
     return metrics
 
 
-def _format_value(key: str, value: float | int) -> str:
+def _format_value(key: str, value: float | int | None) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     return f"{value:.2f}" if key.startswith("NoC") else f"{value:.4f}"
 
 
-def markdown_table(metrics: dict[str, float | int], title: str) -> str:
-    """One-row markdown table under a `### title` heading, columns in the dict's order.
+def markdown_table(metrics: dict, title: str, note: str = "") -> str:
+    """Markdown table under a `### title` heading (and `note`), columns in the dict's order.
 
+    One row; with a `subsets` entry ({name: metrics}) one row per subset, then "overall".
     NoC values get 2 decimals, other floats 4, counts none. Extension columns are footnoted.
     """
-    keys = list(metrics)
-    lines = [
-        f"### {title}",
-        "",
-        "| " + " | ".join(keys) + " |",
-        "|" + "|".join("---:" for _ in keys) + "|",
-        "| " + " | ".join(_format_value(k, metrics[k]) for k in keys) + " |",
-    ]
+    subsets: dict[str, dict] = metrics.get("subsets", {})
+    keys = [k for k in metrics if k != "subsets"]
+    rows = [([name], values) for name, values in subsets.items()]
+    rows = [*rows, (["overall"], metrics)] if subsets else [([], metrics)]
+    label = ["subset"] if subsets else []
+    lines = [f"### {title}", "", *([note, ""] if note else []),
+             "| " + " | ".join(label + keys) + " |",
+             "|" + "|".join([":---"] * len(label) + ["---:"] * len(keys)) + "|"]
+    lines += ["| " + " | ".join(name + [_format_value(k, values.get(k)) for k in keys]) + " |"
+              for name, values in rows]
     extensions = [k for k in keys if k in EXTENSION_KEYS]
     if extensions:
         lines += ["", f"{', '.join(extensions)}: extensions, not computed by upstream FocSAM."]
+    if "5-mIoU" in keys:
+        lines += ["", FIVE_MIOU_NOTE]
     return "\n".join(lines) + "\n"

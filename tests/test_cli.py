@@ -127,9 +127,9 @@ def test_evaluate_command_writes_the_results(golden_model_dir, load_golden, tmp_
 
 
 def test_evaluate_command_rejects_an_unknown_dataset(tmp_path):
-    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--dataset", "coco",
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path), "--dataset", "pascal",
                                  "--data-root", str(tmp_path), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "coco" in result.output
+    assert result.exit_code == 2 and "pascal" in result.output
 
 
 @pytest.mark.golden

@@ -12,7 +12,7 @@ from focsam_onnx.engine.metrics import binary_iou, markdown_table, noc, summariz
 SUMMARY_KEYS = [
     "NoC@85", "NoC@90", "NoC@95",
     "mIoU@1", "mIoU@2", "mIoU@3", "mIoU@4", "mIoU@5", "mIoU@10", "mIoU@15", "mIoU@20",
-    "NoF@85", "NoF@90", "5-mIoU", "samples",
+    "NoF@85", "NoF@90", "NoF@95", "5-mIoU", "samples",
 ]
 
 
@@ -80,6 +80,7 @@ def test_summarize_hand_computed():
     assert metrics["mIoU@20"] == pytest.approx((0.97 + 0.84 + 0.88) / 3, abs=1e-12)
     assert metrics["NoF@85"] == 1
     assert metrics["NoF@90"] == 2
+    assert metrics["NoF@95"] == 2  # a reaches 0.96 at click 4
     five = [np.mean(a[:5]), np.mean(b[:5]), np.mean(c[:5])]
     assert metrics["5-mIoU"] == pytest.approx(np.mean(five), abs=1e-12)
     assert metrics["samples"] == 3
@@ -108,3 +109,17 @@ def test_markdown_table():
     assert lines[2] == "| NoC@85 | mIoU@1 | NoF@85 | samples |"
     assert lines[4] == "| 1.50 | 0.1235 | 3 | 2 |"
     assert "NoF@85: extensions" in table
+
+
+def test_markdown_table_with_subsets_and_note():
+    metrics = {"NoC@90": 3.25, "5-mIoU": 0.5, "samples": 3, "skipped": 1,
+               "subsets": {"DIS5K-VD": {"NoC@90": 2.5, "5-mIoU": 0.75, "samples": 2,
+                                        "skipped": 0},
+                           "COIFT": {"samples": 0, "skipped": 1}}}
+    lines = markdown_table(metrics, "hqseg44k", "FocSAM protocol").splitlines()
+    assert lines[:3] == ["### hqseg44k", "", "FocSAM protocol"]
+    assert lines[4] == "| subset | NoC@90 | 5-mIoU | samples | skipped |"
+    assert lines[5] == "|:---|---:|---:|---:|---:|"
+    assert lines[6:9] == ["| DIS5K-VD | 2.50 | 0.7500 | 2 | 0 |", "| COIFT | – | – | 0 | 1 |",
+                          "| overall | 3.25 | 0.5000 | 3 | 1 |"]
+    assert "mIoU after 5 clicks, column mIoU@5" in lines[-1]
