@@ -189,9 +189,8 @@ def evaluate(
     from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     from focsam_onnx.engine.datasets import open_dataset
-    from focsam_onnx.engine.evaluate import RunSettings
+    from focsam_onnx.engine.evaluate import RunSettings, protocol
     from focsam_onnx.engine.evaluate import evaluate as run_evaluation
-    from focsam_onnx.engine.evaluate import protocol
     from focsam_onnx.engine.metrics import markdown_table
     from focsam_onnx.engine.runtime import FocSAMEngine
 

@@ -32,6 +32,8 @@ import numpy as np
 
 # torch resizes outputs with H + W <= 128 with its "channels-last" kernel, whatever the layout.
 SMALL_OUTPUT = 128
+# Elements per band of the separable kernel: float64 temporaries of 8 MiB, whatever the image.
+BAND_ELEMENTS = 1 << 20
 
 
 class AxisTable(NamedTuple):
@@ -72,11 +74,14 @@ def _read_only(table: AxisTable) -> AxisTable:
     return table
 
 
-def _blend_along(x: np.ndarray, table: AxisTable, axis: int) -> np.ndarray:
-    """float32 `fma(x[i0], l0, x[i1] * l1)` along `axis` (-1 or -2) of `x`."""
+def _blend_along(x: np.ndarray, table: AxisTable, axis: int, copy_only: bool) -> np.ndarray:
+    """float32 `fma(x[i0], l0, x[i1] * l1)` along `axis` (-1 or -2) of `x`.
+
+    copy_only: every weight pair of the whole table is (1, 0), so the fma returns x[i0]
+    exactly (for finite values); decided on the whole table, not on a band of it.
+    """
     first = np.take(x, table.i0, axis=axis)
-    if not table.l1.any():
-        # Every weight pair is (1, 0): the fma returns x[i0] exactly (for finite values).
+    if copy_only:
         return first
     shape = (-1,) if axis == -1 else (-1, 1)
     l0 = table.l0.reshape(shape)
@@ -89,14 +94,33 @@ def _blend_along(x: np.ndarray, table: AxisTable, axis: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def _bands(n_rows: int, row_elements: int) -> list[slice]:
+    """Row bands of at most BAND_ELEMENTS elements each (at least one row per band)."""
+    step = max(1, BAND_ELEMENTS // max(1, row_elements))
+    return [slice(start, start + step) for start in range(0, n_rows, step)]
+
+
 def _separable(x: np.ndarray, rows: AxisTable, cols: AxisTable) -> np.ndarray:
-    """torch's generic kernel: along x first, on the input rows read at all, then along y."""
+    """torch's generic kernel: along x first, on the input rows read at all, then along y.
+
+    Both passes run a band of rows at a time into preallocated float32 outputs, so the float64
+    temporaries stay small on large images; every element is computed as without bands.
+    """
     needed = np.unique(np.concatenate([rows.i0, rows.i1]))
-    if len(needed) < x.shape[-2]:
-        x = np.take(x, needed, axis=-2)
-        rows = rows._replace(i0=np.searchsorted(needed, rows.i0),
-                             i1=np.searchsorted(needed, rows.i1))
-    return _blend_along(_blend_along(x, cols, axis=-1), rows, axis=-2)
+    rows = rows._replace(i0=np.searchsorted(needed, rows.i0),
+                         i1=np.searchsorted(needed, rows.i1))
+    lead, width = x.shape[:-2], len(cols.i0)
+    row_elements = int(np.prod(lead, dtype=np.int64)) * width
+    along_x = np.empty((*lead, len(needed), width), np.float32)
+    copy_cols = not cols.l1.any()
+    for band in _bands(len(needed), row_elements * max(1, x.shape[-1] // width)):
+        along_x[..., band, :] = _blend_along(x[..., needed[band], :], cols, -1, copy_cols)
+    out = np.empty((*lead, len(rows.i0), width), np.float32)
+    copy_rows = not rows.l1.any()
+    for band in _bands(len(rows.i0), row_elements):
+        out[..., band, :] = _blend_along(along_x, AxisTable(*(a[band] for a in rows)), -2,
+                                         copy_rows)
+    return out
 
 
 def _four_tap(x: np.ndarray, rows: AxisTable, cols: AxisTable) -> np.ndarray:

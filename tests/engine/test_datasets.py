@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,7 @@ from scipy.io import savemat
 
 from focsam_onnx.engine.datasets import (
     DATASETS,
+    HQSEG44K_VAL,
     Sample,
     iter_samples,
     open_dataset,
@@ -228,7 +230,8 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 
 def test_registry_and_root_errors(tmp_path):
-    assert set(DATASETS) == {"grabcut", "berkeley", "davis", "sbd", "cod10k", "mvtec", "folder"}
+    assert set(DATASETS) == {"grabcut", "berkeley", "davis", "sbd", "cod10k", "mvtec", "folder",
+                             "hqseg44k", "coco"}
     with pytest.raises(ValueError, match="unknown dataset 'pascal'"):
         open_dataset("pascal", tmp_path)
     with pytest.raises(ValueError, match="not a directory"):
@@ -242,3 +245,122 @@ def test_registry_and_root_errors(tmp_path):
 def test_sample_rejects_unknown_gt_format(tmp_path):
     with pytest.raises(ValueError, match="'jpeg2000'"):
         Sample("x", tmp_path / "x.png", tmp_path / "x.png", 1, "jpeg2000")
+
+
+def _hqseg_tree(root: Path, stems: dict[str, tuple[str, ...]]) -> None:
+    """SAM-HQ's val layout; each subset gets the given image stems, mask value = its index + 1."""
+    for subset, image_dir, mask_dir in HQSEG44K_VAL:
+        (root / image_dir).mkdir(parents=True, exist_ok=True)
+        (root / mask_dir).mkdir(parents=True, exist_ok=True)
+        for index, stem in enumerate(stems.get(subset, ())):
+            _image(root / image_dir / f"{stem}.jpg")
+            _mask(root / mask_dir / f"{stem}.png", _pattern(*([0] * index), 200))
+
+
+def test_hqseg44k_subset_order_file_name_order_and_any_channel_foreground(tmp_path):
+    _hqseg_tree(tmp_path, {"DIS5K-VD": ("b", "a"), "ThinObject5K-TE": ("x",),
+                           "COIFT": ("c",), "HRSOD": ("a-1", "a")})
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque everywhere: alpha is not foreground
+    rgba[2, 3, 1] = 7  # green only
+    rgba[4, 0, 2] = 1  # blue only
+    Image.fromarray(rgba).save(tmp_path / "thin_object_detection/COIFT/masks/c.png")
+    samples = open_dataset("hqseg44k", tmp_path)
+    # "a-1.jpg" sorts before "a.jpg" by file name ('-' < '.'), although stem "a" < "a-1".
+    assert _ids(samples) == ["DIS5K-VD/a", "DIS5K-VD/b", "ThinObject5K-TE/x", "COIFT/c",
+                             "HRSOD/a-1", "HRSOD/a"]
+    assert [s.subset for s in samples] == ["DIS5K-VD", "DIS5K-VD", "ThinObject5K-TE", "COIFT",
+                                           "HRSOD", "HRSOD"]
+    assert samples[0].image_path == tmp_path / "DIS5K/DIS-VD/im/a.jpg"
+    assert samples[0].gt_path == tmp_path / "DIS5K/DIS-VD/gt/a.png"
+    np.testing.assert_array_equal(samples[0].load_gt(), _pattern(0, 1))  # "a" was written 2nd
+    np.testing.assert_array_equal(samples[1].load_gt(), _pattern(1))
+    expected = np.zeros((H, W), np.uint8)
+    expected[2, 3] = expected[4, 0] = 1
+    np.testing.assert_array_equal(samples[3].load_gt(), expected)
+    _, image, gt = samples[4].load()
+    assert image.shape == (H, W, 3) and gt.shape == (H, W)
+
+
+def test_hqseg44k_wrong_layout_names_the_expected_folder(tmp_path):
+    _hqseg_tree(tmp_path / "sam-hq", {"DIS5K-VD": ("a",)})
+    with pytest.raises(ValueError, match=r"DIS5K/DIS-VD/im not found.*SAM-HQ's data folder"):
+        open_dataset("hqseg44k", tmp_path)  # one level too high
+    (tmp_path / "sam-hq/thin_object_detection/HRSOD/masks_max255").rmdir()
+    expected = r"HRSOD/masks_max255 not found.*HRSOD images in .*/images/ and masks in"
+    with pytest.raises(ValueError, match=expected):
+        open_dataset("hqseg44k", tmp_path / "sam-hq")
+
+
+def test_hqseg44k_image_without_mask_is_refused(tmp_path):
+    _hqseg_tree(tmp_path, {"COIFT": ("a", "b")})
+    (tmp_path / "thin_object_detection/COIFT/masks/b.png").unlink()
+    with pytest.raises(ValueError, match="1 COIFT images have no mask.*b.jpg"):
+        open_dataset("hqseg44k", tmp_path)
+
+
+def _panoptic_png(path: Path, ids: np.ndarray) -> None:
+    """Encode a segment-id map the COCO way: R = id % 256, G = id // 256 % 256, B = id // 65536."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+    Image.fromarray(rgb).save(path)
+
+
+def _coco_tree(root: Path) -> dict[str, np.ndarray]:
+    """Two val images (JSON order 139 then 42), a train image; the annotation file."""
+    big, small = 3 * 65536 + 2 * 256 + 1, 1 + 256  # ids needing all three channels / two
+    maps = {"139": np.zeros((H, W), np.int64), "42": np.zeros((H, W), np.int64)}
+    maps["139"][0, :] = big
+    maps["139"][1, :2] = small
+    maps["139"][2, :] = 256  # G only: must not be confused with id 1
+    maps["42"][:, 0] = 1
+    for stem, ids in maps.items():
+        _image(root / "val2017" / f"{int(stem):012d}.jpg")
+        _panoptic_png(root / "annotations/panoptic_val2017" / f"{int(stem):012d}.png", ids)
+    _image(root / "train2017" / "000000000007.jpg")  # no annotation: not a sample
+    annotation = {
+        "categories": [{"id": 1, "isthing": 1}, {"id": 184, "isthing": 0}],
+        "annotations": [
+            {"file_name": "000000000139.png", "image_id": 139, "segments_info": [
+                {"id": big, "category_id": 184, "iscrowd": 0},
+                {"id": small, "category_id": 1, "iscrowd": 1},
+                {"id": 256, "category_id": 1, "iscrowd": 0},
+                {"id": 77, "category_id": 1, "iscrowd": 0}]},  # absent from the PNG: empty
+            {"file_name": "000000000042.png", "image_id": 42, "segments_info": [
+                {"id": 1, "category_id": 1, "iscrowd": 0}]},
+            {"file_name": "000000000999.png", "image_id": 999, "segments_info": [
+                {"id": 5, "category_id": 1, "iscrowd": 0}]},  # image not downloaded
+        ]}
+    (root / "annotations/panoptic_val2017.json").write_text(json.dumps(annotation))
+    return maps
+
+
+def test_coco_one_sample_per_segment_in_json_order_with_rgb_ids(tmp_path):
+    maps = _coco_tree(tmp_path)
+    samples = open_dataset("coco", tmp_path)
+    assert _ids(samples) == ["000000000139#197121", "000000000139#257", "000000000139#256",
+                             "000000000139#77", "000000000042#1"]
+    assert [s.subset for s in samples] == ["stuff", "things", "things", "things", "things"]
+    assert samples[0].image_path == tmp_path / "val2017/000000000139.jpg"
+    assert samples[0].gt_path == tmp_path / "annotations/panoptic_val2017/000000000139.png"
+    for sample in samples:
+        stem, segment = sample.id.split("#")
+        expected = (maps[str(int(stem))] == int(segment)).astype(np.uint8)
+        np.testing.assert_array_equal(sample.load_gt(), expected)
+    assert samples[0].load_gt()[0].all() and samples[2].load_gt()[2].all()
+    skipped: list[str] = []
+    assert [i for i, _, _ in iter_samples(samples, skipped)] == [
+        "000000000139#197121", "000000000139#257", "000000000139#256", "000000000042#1"]
+    assert skipped == ["000000000139#77"]
+
+
+def test_coco_wrong_layout_names_the_expected_files(tmp_path):
+    _coco_tree(tmp_path / "coco2017")
+    (tmp_path / "coco2017/annotations/panoptic_val2017.json").rename(tmp_path / "other.json")
+    with pytest.raises(ValueError, match=r"no \*panoptic_val2017.json.*annotations/panoptic_val"):
+        open_dataset("coco", tmp_path)
+    (tmp_path / "other.json").rename(tmp_path / "coco2017/annotations/panoptic_val2017.json")
+    for png in (tmp_path / "coco2017/annotations/panoptic_val2017").iterdir():
+        png.unlink()
+    with pytest.raises(ValueError, match=r"no COCO panoptic samples.*panoptic_val2017/<id>.png"):
+        open_dataset("coco", tmp_path)
