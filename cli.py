@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from focsam_onnx.config import VARIANT_NAMES
+
 app = typer.Typer(
     help="FocSAM interactive segmentation on CPU: export ONNX graphs, segment, evaluate, bench.",
     no_args_is_help=True,
@@ -21,7 +23,6 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 
-VARIANT_NAMES = ("tiny", "vit_b", "vit_l", "vit_h")
 _verbose = False  # set by the --verbose option
 CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
 
@@ -68,10 +69,11 @@ def export(
     """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""
     if (ckpt is None) == (random_init is None):
         fail("give exactly one of --ckpt PATH or --random-init VARIANT")
+    from focsam_onnx.config import get_variant
+    from focsam_onnx.engine.manifest import Source
     from focsam_onnx.engine.model_dir import file_sha256
     from focsam_onnx.export.exporter import export_model
     from focsam_onnx.models.checkpoint import CheckpointError, load_checkpoint
-    from focsam_onnx.models.config import get_variant
     from focsam_onnx.models.focsam import build_model
 
     quiet_exporter()
@@ -79,10 +81,10 @@ def export(
         if ckpt is not None:
             with console.status(f"loading {ckpt}"):
                 model, info = load_checkpoint(ckpt)
-            source = {"checkpoint": str(ckpt), "kind": info.kind, "sha256": file_sha256(ckpt)}
+            source = Source(info.kind, path=str(ckpt), sha256=file_sha256(ckpt))
         else:
             model = build_model(get_variant(random_init), seed=seed)
-            source = {"random_init": random_init, "seed": seed}
+            source = Source("random-init", variant=random_init, seed=seed)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         fail(str(err))
     console.print(f"exporting {model.cfg.variant} "
@@ -93,10 +95,10 @@ def export(
             on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
     table = Table("graph", "files", "MB", "max |ORT - torch|", "seconds", "simplified")
     for r in reports:
-        table.add_row(r.name, ", ".join(r.files), f"{r.bytes / 1e6:.1f}", f"{r.parity:.2e}",
+        table.add_row(r.name, ", ".join(r.files), f"{r.bytes / 1e6:.1f}", f"{r.worst_parity:.2e}",
                       f"{r.seconds:.1f}", "yes" if r.simplified else "no")
     console.print(table)
-    console.print(f"model id {manifest['model_id'][:16]}, written to {out}")
+    console.print(f"model id {manifest.model_id[:16]}, written to {out}")
 
 
 def parse_clicks(text: str) -> list[tuple[int, int, bool]]:

@@ -37,7 +37,9 @@ from typing import Any
 import numpy as np
 
 from focsam_onnx.bench import system_info
+from focsam_onnx.config import VARIANT_NAMES
 from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER
+from focsam_onnx.engine.manifest import Source
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,6 @@ DECODER_CLICKS = (1, 5, 20)
 REFINER_WINDOWS = (1, 4, 9, 16)
 SESSION_CLICKS = 20
 SCENE_HW = (480, 640)  # GrabCut / Berkeley-sized: post-processing cost scales with the image
-VARIANT_NAMES = ("tiny", "vit_b", "vit_l", "vit_h")
 QUICK_PROXY_DEPTH = 1  # a 1-block ViT-H keeps --quick short; reported as a reduced proxy
 
 # Per-click CPU times from the FocSAM paper (seconds).
@@ -363,8 +364,8 @@ def torch_stages(s: Settings) -> dict:
     """Our torch modules in eager mode (the export wrappers, weights of `s.seed`)."""
     import torch
 
+    from focsam_onnx.config import get_variant
     from focsam_onnx.export.wrappers import DecoderGraph, EncoderGraph, RefinerGraph
-    from focsam_onnx.models.config import get_variant
     from focsam_onnx.models.focsam import build_model
 
     torch.set_num_threads(s.threads)
@@ -421,8 +422,8 @@ def proxy_stages(s: Settings, proxy_path: str, depth: int) -> dict:
 
 
 def export_focsam(variant: str, seed: int, out_dir: str) -> None:
+    from focsam_onnx.config import get_variant
     from focsam_onnx.export.exporter import export_model
-    from focsam_onnx.models.config import get_variant
     from focsam_onnx.models.focsam import build_model
 
     export_model(build_model(get_variant(variant), seed=seed), out_dir,
@@ -441,7 +442,7 @@ def export_simpleclick_proxy(out_dir: str, depth: int, seed: int) -> str:
     return str(export_proxy(out_dir, ProxyConfig(depth=depth), seed))
 
 
-def _export_source(variant: str, seed: int) -> dict:
+def _export_source(variant: str, seed: int) -> Source:
     """What a cached export was made from, including the code that made its graphs: an export
     from older model or exporter code is stale even with the same variant and seed."""
     import hashlib
@@ -450,7 +451,7 @@ def _export_source(variant: str, seed: int) -> dict:
     digest = hashlib.sha256()
     for path in sorted([*package.glob("models/*.py"), *package.glob("export/*.py")]):
         digest.update(path.read_bytes())
-    return {"random_init": variant, "seed": seed, "code": digest.hexdigest()[:16]}
+    return Source("random-init", variant=variant, seed=seed, code=digest.hexdigest()[:16])
 
 
 def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
@@ -461,8 +462,7 @@ def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
     try:
         manifest = read_manifest(out_dir)
         verify_files(out_dir, manifest, hash_files=False)
-        if manifest.get("source") == _export_source(variant, seed) and \
-                "refiner" in manifest.get("graphs", {}):
+        if manifest.source == _export_source(variant, seed) and "refiner" in manifest.graphs:
             return out_dir
     except ModelDirError:
         pass
@@ -664,10 +664,10 @@ def _resolve_model(args: argparse.Namespace, variant: str) -> tuple[Path, str]:
     from focsam_onnx.engine.model_dir import read_manifest
 
     manifest = read_manifest(args.model)
-    if "refiner" not in manifest.get("graphs", {}):
+    if "refiner" not in manifest.graphs:
         raise ValueError(f"{args.model} is a plain-SAM export without a refiner graph; the "
                          "benchmark needs a FocSAM export")
-    return args.model, manifest["variant"]
+    return args.model, manifest.variant
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:

@@ -17,11 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from focsam_onnx.engine.atomic_io import atomic_write
+from focsam_onnx.engine.graph_spec import EMBEDDING_SHAPE
 
 log = logging.getLogger(__name__)
-
-EMBEDDING_SHAPE = (1, 256, 64, 64)
-
 
 def cache_key(image_hash: str, model_id: str) -> str:
     return hashlib.sha256(f"{model_id}:{image_hash}".encode()).hexdigest()[:32]

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from focsam_onnx.engine.clicker import Click
 from focsam_onnx.engine.postprocess import logits_to_mask
+from focsam_onnx.engine.prompts import Click
 from focsam_onnx.engine.roi import Roi
 from focsam_onnx.engine.runtime import EncodedImage, FocSAMEngine
 

@@ -1,8 +1,8 @@
 """Upstream FocSAM's click simulator (spec §6.4): error-region distance maps and the next click.
 
 Coordinates: the simulator works in (row, column) = (y, x) pixel indices of the original image,
-as upstream does; use `Click.xy` for the (x, y) order the network wants. Masks are (H, W) arrays
-in which only the value 1 counts as foreground (anything else is background).
+as upstream does; `Click.xy` (engine/prompts.py) gives the (x, y) order the network wants. Masks
+are (H, W) arrays in which only the value 1 counts as foreground (anything else is background).
 """
 
 from __future__ import annotations
@@ -14,31 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from focsam_onnx.engine.prompts import Click
+
 # float32 machine epsilon, as upstream adds `torch.finfo(torch.float).eps` to sfc_inner_k.
 _F32_EPS = float(np.finfo(np.float32).eps)
-
-
-@dataclass(frozen=True)
-class Click:
-    """One simulated or user click, in original-image pixels.
-
-    y: row index, x: column index (upstream stores clicks as (y, x, mode)).
-    positive: True for a foreground click (network label 1), False for background (label 0).
-    """
-
-    y: int
-    x: int
-    positive: bool
-
-    @property
-    def xy(self) -> tuple[int, int]:
-        """(x, y): column first, the order the prompt encoder takes."""
-        return (self.x, self.y)
-
-    @property
-    def label(self) -> int:
-        """Prompt-encoder label: 1 positive, 0 negative."""
-        return 1 if self.positive else 0
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ import numpy as np
 
 from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession
-from focsam_onnx.engine.clicker import Click, next_click
+from focsam_onnx.engine.clicker import next_click
 from focsam_onnx.engine.datasets import NOT_IN_UPSTREAM, Sample
 from focsam_onnx.engine.metrics import binary_iou, markdown_table, summarize
+from focsam_onnx.engine.prompts import Click
 from focsam_onnx.engine.runtime import FocSAMEngine
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,34 @@
-"""The three ONNX graphs' input/output names and shapes, written once.
+"""The ONNX graphs' contract, written once: tensor names, shapes, dtypes and parity tolerances.
 
-The exporter names the graphs' tensors from these specs and the engine feeds them by the same
-names. The decoder keeps the de-facto SAM ONNX names so that other SAM tools can drive it.
-String dimensions are dynamic axes.
+The exporter names the graphs' tensors from these specs, builds its example inputs from them
+and gates each output on its tolerance; the engine feeds the graphs by the same names and holds
+every opened session against its spec. The decoder keeps the de-facto SAM ONNX names so that
+other SAM tools can drive it. String dimensions are dynamic axes. Sizes come from the network's
+fixed frame in `focsam_onnx.config`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+
+from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE, LOW_RES_MASK, PROMPT_DIM
+
 Dim = int | str
+
+EMBEDDING_SHAPE = (1, PROMPT_DIM, EMBED_GRID, EMBED_GRID)
+LOW_RES_SHAPE = (1, 1, LOW_RES_MASK, LOW_RES_MASK)
+TOKEN_GRID_SHAPE = (1, 1, EMBED_GRID, EMBED_GRID)
+NETWORK_INPUT_SHAPE = (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+# onnxruntime's names for the element types the graphs use.
+ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
+
+
+class GraphContractError(ValueError):
+    """A graph's inputs or outputs do not match its spec."""
 
 
 @dataclass(frozen=True)
@@ -17,10 +36,25 @@ class TensorSpec:
     name: str
     shape: tuple[Dim, ...]
     dtype: str = "float32"
+    # Outputs: the max abs ORT-vs-torch difference the parity gate accepts; the golden
+    # reference's tolerance for this tensor (../shared/golden/README.md §8).
+    tolerance: float | None = None
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def concrete_shape(self, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        """The shape with each dynamic axis replaced by `sizes[axis name]`."""
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+
+    def matches(self, shape: tuple[int, ...]) -> bool:
+        """Same rank and the same size on every static axis."""
+        return len(shape) == len(self.shape) and all(
+            isinstance(d, str) or d == n for d, n in zip(self.shape, shape))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclass(frozen=True)
@@ -38,21 +72,50 @@ class GraphSpec:
     def output_names(self) -> list[str]:
         return [t.name for t in self.outputs]
 
+    def example_inputs(self, rng: np.random.Generator,
+                       sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+        """Standard-normal inputs of the spec's shapes (dynamic axes from `sizes`, default 3)."""
+        sizes = {d: 3 for t in self.inputs for d in t.dynamic_axes.values()} | dict(sizes or {})
+        return {t.name: rng.standard_normal(t.concrete_shape(sizes)).astype(t.dtype)
+                for t in self.inputs}
+
+    def check_session(self, session, where: str) -> None:
+        """Hold an onnxruntime session's inputs and outputs against this spec: names and
+        order, ranks, static dims and dtypes. Raises GraphContractError naming the tensor."""
+        for kind, expected, actual in (("input", self.inputs, session.get_inputs()),
+                                       ("output", self.outputs, session.get_outputs())):
+            names = [a.name for a in actual]
+            if names != [t.name for t in expected]:
+                raise GraphContractError(f"{where}: {self.name} graph has {kind}s {names}, "
+                                         f"expected {[t.name for t in expected]}")
+            for spec, arg in zip(expected, actual):
+                _check_tensor(spec, arg, f"{where}: {self.name} {kind} {spec.name!r}")
+
     def to_dict(self) -> dict:
-        def tensors(ts: tuple[TensorSpec, ...]) -> list[dict]:
-            return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in ts]
-
-        return {"file": self.filename, "inputs": tensors(self.inputs),
-                "outputs": tensors(self.outputs)}
+        return {"file": self.filename, "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
 
 
-EMBEDDINGS = TensorSpec("image_embeddings", (1, 256, 64, 64))
+def _check_tensor(spec: TensorSpec, arg, where: str) -> None:
+    if arg.type != ORT_TYPES[spec.dtype]:
+        raise GraphContractError(f"{where} has type {arg.type}, expected {ORT_TYPES[spec.dtype]}")
+    shape = list(arg.shape)
+    if len(shape) != len(spec.shape):
+        raise GraphContractError(f"{where} has rank {len(shape)} {shape}, expected "
+                                 f"{len(spec.shape)} {list(spec.shape)}")
+    for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+        if isinstance(want, int) and got != want:
+            raise GraphContractError(f"{where} has size {got} on axis {axis}, expected {want} "
+                                     f"(shape {shape}, spec {list(spec.shape)})")
+
+
+EMBEDDINGS = TensorSpec("image_embeddings", EMBEDDING_SHAPE, tolerance=1e-4)
 
 ENCODER = GraphSpec(
     "encoder",
     "encoder.onnx",
-    # (1, 3, 1024, 1024): normalised, /32-padded, resized and padded, channel order B, G, R.
-    inputs=(TensorSpec("image", (1, 3, 1024, 1024)),),
+    # Normalised, /32-padded, resized and padded, channel order B, G, R.
+    inputs=(TensorSpec("image", NETWORK_INPUT_SHAPE),),
     outputs=(EMBEDDINGS,),
 )
 
@@ -64,13 +127,14 @@ DECODER = GraphSpec(
         # (x, y) in the resized 1024 frame without the +0.5; the caller appends the padding point.
         TensorSpec("point_coords", (1, "num_points", 2)),
         TensorSpec("point_labels", (1, "num_points")),  # 1 positive, 0 negative, -1 padding
-        TensorSpec("mask_input", (1, 1, 256, 256)),  # previous low-res logits
+        TensorSpec("mask_input", LOW_RES_SHAPE),  # previous low-res logits
         TensorSpec("has_mask_input", (1,)),  # 1: use mask_input; 0: the no-mask embedding
     ),
     outputs=(
-        TensorSpec("low_res_masks", (1, 1, 256, 256)),  # mask token 0's logits
-        TensorSpec("mask_token", (1, 1, 256)),  # that token's transformer output (refiner input)
-        TensorSpec("iou_predictions", (1, 4)),
+        TensorSpec("low_res_masks", LOW_RES_SHAPE, tolerance=1e-5),  # mask token 0's logits
+        # That token's transformer output (the refiner's input).
+        TensorSpec("mask_token", (1, 1, PROMPT_DIM), tolerance=1e-4),
+        TensorSpec("iou_predictions", (1, 4), tolerance=1e-5),
     ),
 )
 
@@ -79,10 +143,11 @@ REFINER = GraphSpec(
     "refiner.onnx",
     inputs=(
         EMBEDDINGS,  # the original (unrefined) embeddings
-        TensorSpec("mask_token", (1, 1, 256)),
-        TensorSpec("roi_mask", (1, 1, 64, 64)),  # 0/1 token mask from the coarse logits
+        TensorSpec("mask_token", (1, 1, PROMPT_DIM)),
+        TensorSpec("roi_mask", TOKEN_GRID_SHAPE),  # 0/1 token mask from the coarse logits
     ),
-    outputs=(TensorSpec("refined_embeddings", (1, 256, 64, 64)),),
+    outputs=(TensorSpec("refined_embeddings", EMBEDDING_SHAPE, tolerance=5e-4),),
 )
 
 GRAPHS: tuple[GraphSpec, ...] = (ENCODER, DECODER, REFINER)
+GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from focsam_onnx.engine.graph_spec import GRAPHS, GraphSpec
+from focsam_onnx.engine.graph_spec import GRAPHS, GraphContractError, GraphSpec
+from focsam_onnx.engine.manifest import MANIFEST, Manifest, ManifestError
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 class ModelDirError(ValueError):
@@ -31,35 +29,32 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(model_dir: Path) -> dict:
+def read_manifest(model_dir: Path) -> Manifest:
     path = Path(model_dir) / MANIFEST
     if not path.is_file():
         raise ModelDirError(f"{path} not found: {model_dir} is not an exported model directory; "
                             "create one with `focsam-onnx export`")
     try:
-        manifest = json.loads(path.read_text())
+        return Manifest.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelDirError(f"{path} is not valid JSON ({err}); re-export the model") from None
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelDirError(f"{model_dir} has manifest format version {version!r}, this "
-                            f"focsam-onnx reads version {FORMAT_VERSION}; re-export the model "
-                            "with this version's `focsam-onnx export`")
-    return manifest
+    except ManifestError as err:
+        raise ModelDirError(f"{path}: {err}; re-export the model with this version's "
+                            "`focsam-onnx export`") from None
 
 
-def verify_files(model_dir: Path, manifest: dict, hash_files: bool = True) -> None:
+def verify_files(model_dir: Path, manifest: Manifest, hash_files: bool = True) -> None:
     """Check every file listed in the manifest for presence, size and (optionally) sha256."""
-    for name, meta in manifest["files"].items():
+    for name, meta in manifest.files.items():
         path = Path(model_dir) / name
         hint = "re-export the model with `focsam-onnx export`"
         if not path.is_file():
             raise ModelDirError(f"{path} is missing; {hint}")
         size = path.stat().st_size
-        if size != meta["size"]:
-            raise ModelDirError(f"{path} has {size} bytes, the manifest says {meta['size']} "
+        if size != meta.size:
+            raise ModelDirError(f"{path} has {size} bytes, the manifest says {meta.size} "
                                 f"(truncated or replaced); {hint}")
-        if hash_files and file_sha256(path) != meta["sha256"]:
+        if hash_files and file_sha256(path) != meta.sha256:
             raise ModelDirError(f"{path} does not match its sha256 in the manifest "
                                 f"(altered after export); {hint}")
 
@@ -96,7 +91,8 @@ DISABLED_OPTIMIZERS = {"decoder": ["SkipLayerNormFusion"]}
 
 def graph_session(path: Path, spec: GraphSpec, threads: int,
                   spinning: bool = True) -> ort.InferenceSession:
-    """The one way a graph's session is made: its options, `threads` threads, names checked."""
+    """The one way a graph's session is made: its options, `threads` threads, and its inputs and
+    outputs held against the spec (names, ranks, static dims, dtypes)."""
     if spec.name == "encoder":
         opts = encoder_session_options(threads)
     else:
@@ -106,10 +102,10 @@ def graph_session(path: Path, spec: GraphSpec, threads: int,
                                        disabled_optimizers=DISABLED_OPTIMIZERS.get(spec.name))
     except Exception as err:  # onnxruntime raises its own exception types
         raise ModelDirError(f"onnxruntime cannot load {path}: {err}; re-export the model") from None
-    names = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
-    if names != (spec.input_names, spec.output_names):
-        raise ModelDirError(f"{path} has inputs/outputs {names}, expected "
-                            f"{(spec.input_names, spec.output_names)}; re-export the model")
+    try:
+        spec.check_session(session, str(path))
+    except GraphContractError as err:
+        raise ModelDirError(f"{err}; re-export the model") from None
     return session
 
 
@@ -118,18 +114,18 @@ class ModelDir:
     """The verified manifest and one onnxruntime session per graph, built once."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     sessions: dict[str, ort.InferenceSession]
     threads: int
 
     @property
     def model_id(self) -> str:
         """Identity of the weights: changes whenever any graph file changes."""
-        return self.manifest["model_id"]
+        return self.manifest.model_id
 
     @property
     def variant(self) -> str:
-        return self.manifest["variant"]
+        return self.manifest.variant
 
     @property
     def has_refiner(self) -> bool:
@@ -137,8 +133,10 @@ class ModelDir:
 
     @property
     def expand_ratio(self) -> tuple[float, float]:
-        refiner = self.manifest["config"].get("refiner") or {}
-        return tuple(refiner.get("expand_ratio", (1.4, 1.4)))
+        refiner = self.manifest.config.refiner
+        if refiner is None:
+            raise ValueError(f"{self.path} is a plain-SAM export: it has no refiner")
+        return refiner.expand_ratio
 
 
 def open_model_dir(path: str | Path, threads: int | None = None,
@@ -150,11 +148,11 @@ def open_model_dir(path: str | Path, threads: int | None = None,
     threads = threads or os.cpu_count() or 1
     sessions = {}
     for spec in GRAPHS:
-        if spec.filename not in manifest["files"]:
+        if spec.filename not in manifest.files:
             continue  # plain-SAM exports have no refiner
         sessions[spec.name] = graph_session(path / spec.filename, spec, threads)
     for required in ("encoder", "decoder"):
         if required not in sessions:
             raise ModelDirError(f"{path} has no {required} graph in its manifest; re-export")
-    log.debug("opened %s (%s) with %d threads", path, manifest["variant"], threads)
+    log.debug("opened %s (%s) with %d threads", path, manifest.variant, threads)
     return ModelDir(path, manifest, sessions, threads)

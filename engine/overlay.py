@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from focsam_onnx.engine.clicker import Click
+from focsam_onnx.engine.prompts import Click
 
 MASK_TINT = (255, 144, 30)  # BGR: a blue that stays visible on most photographs
 POSITIVE = (0, 200, 0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from focsam_onnx.engine.preprocess import TARGET_LENGTH, ImageGeometry
+from focsam_onnx.config import IMAGE_SIZE
+from focsam_onnx.config import LOW_RES_MASK as LOW_RES
+from focsam_onnx.engine.preprocess import ImageGeometry
 from focsam_onnx.engine.resize import resize_bilinear_cropped
-
-LOW_RES = 256
 
 
 def as_low_res_grid(low_res: np.ndarray) -> np.ndarray:
@@ -24,7 +24,7 @@ def _padded_logits(low_res: np.ndarray, geometry: ImageGeometry,
     """Steps 1-3 of spec §1.5, keeping only the top-left `crop_hw` of the (H32, W32) result."""
     grid = as_low_res_grid(low_res)
     # Step 2 crops [:h', :w'] of the 1024 upsample, so the rest is never computed.
-    resized = resize_bilinear_cropped(grid, (TARGET_LENGTH, TARGET_LENGTH), geometry.resized_hw)
+    resized = resize_bilinear_cropped(grid, (IMAGE_SIZE, IMAGE_SIZE), geometry.resized_hw)
     return resize_bilinear_cropped(resized, geometry.padded_hw, crop_hw)
 
 

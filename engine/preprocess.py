@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from focsam_onnx.config import IMAGE_SIZE
 from focsam_onnx.engine.resize import resize_bilinear
 
-TARGET_LENGTH = 1024
 SIZE_DIVISOR = 32
 # The "RGB" ImageNet constants, applied by channel INDEX to a BGR image: channel 0 (Blue) gets
 # 123.675 / 58.395. That is how upstream fine-tuned and evaluated FocSAM (spec §1.1).
@@ -41,7 +41,7 @@ class ImageGeometry:
         padded_height = -(-height // SIZE_DIVISOR) * SIZE_DIVISOR
         padded_width = -(-width // SIZE_DIVISOR) * SIZE_DIVISOR
         # Python float64, then floor after +0.5, exactly as upstream.
-        scale = TARGET_LENGTH / max(padded_height, padded_width)
+        scale = IMAGE_SIZE / max(padded_height, padded_width)
         return cls(
             height=height,
             width=width,
@@ -109,6 +109,6 @@ def preprocess(image_bgr: np.ndarray) -> tuple[np.ndarray, ImageGeometry]:
     padded = np.zeros((3, *geometry.padded_hw), dtype=np.float32)
     normalize(image_bgr, out=padded[:, :geometry.height, :geometry.width])
     resized = resize_bilinear(padded, geometry.resized_hw)
-    network_input = np.zeros((1, 3, TARGET_LENGTH, TARGET_LENGTH), dtype=np.float32)
+    network_input = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     network_input[0, :, :geometry.resized_height, :geometry.resized_width] = resized
     return network_input, geometry

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE, RefinerConfig
 from focsam_onnx.engine.postprocess import as_low_res_grid
 from focsam_onnx.engine.resize import resize_bilinear
 
-CANVAS = 1024
-TOKEN_GRID = 64
-WINDOW = 16
+CANVAS = IMAGE_SIZE
+TOKEN_GRID = EMBED_GRID
+WINDOW = RefinerConfig.window_size  # the released refiners all use 16-token windows
 
 Bbox = tuple[int, int, int, int]
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER
+from focsam_onnx.engine.graph_spec import DECODER, ENCODER, LOW_RES_SHAPE, REFINER
 from focsam_onnx.engine.image_io import image_content_hash, load_image
 from focsam_onnx.engine.model_dir import ModelDir, open_model_dir
 from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
 from focsam_onnx.engine.roi import Roi, roi_from_logits
 
-NO_MASK = np.zeros((1, 1, 256, 256), np.float32)
+NO_MASK = np.zeros(LOW_RES_SHAPE, np.float32)
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,14 @@ class FocSAMEngine:
             image = load_image(image)
         start = time.perf_counter()
         image_hash = image_content_hash(image)
-        geometry = ImageGeometry.from_size(*image.shape[:2])
         embeddings = self.cache.get(image_hash, self.model.model_id)
         from_cache = embeddings is not None
-        if embeddings is None:
+        if from_cache:
+            geometry = ImageGeometry.from_size(*image.shape[:2])
+        else:
+            network_input, geometry = preprocess(image)
             embeddings = self.cache.put(image_hash, self.model.model_id,
-                                        self.encode(preprocess(image)[0]))
+                                        self.encode(network_input))
         return EncodedImage(image_hash, geometry, embeddings, from_cache,
                             time.perf_counter() - start)
 

@@ -12,6 +12,7 @@ import onnx
 import torch
 
 from focsam_onnx.engine.graph_spec import GraphSpec
+from focsam_onnx.engine.manifest import Manifest, Source
 from focsam_onnx.export.custom_ops import TRANSLATIONS
 from focsam_onnx.export.manifest import GraphReport, write_manifest
 from focsam_onnx.export.parity import check_parity
@@ -24,9 +25,10 @@ DEFAULT_OPSET = 20  # opset 20 has Gelu, which onnxruntime runs as one fused ker
 TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an external data file
 
 
-def export_model(model: FocSAM, out_dir: str | Path, source: dict,
+def export_model(model: FocSAM, out_dir: str | Path, source: Source,
                  opset: int = DEFAULT_OPSET, simplify: bool = True,
-                 on_graph: Callable[[str], None] | None = None) -> tuple[dict, list[GraphReport]]:
+                 on_graph: Callable[[str], None] | None = None,
+                 ) -> tuple[Manifest, list[GraphReport]]:
     """Write encoder.onnx, decoder.onnx, (FocSAM only) refiner.onnx and manifest.json.
 
     Every graph is checked against `model` in onnxruntime before it is kept (and again after
@@ -62,7 +64,7 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
             opset_version=opset, external_data=large, verbose=False,
             dynamic_shapes=_dynamic_shapes(spec), custom_translation_table=TRANSLATIONS,
         )
-    parity = check_parity(path, spec, graph.module, graph.cases, graph.tolerance)
+    parity = check_parity(path, spec, graph.module, graph.cases)
     simplified = False
     if simplify:
         if large:
@@ -71,8 +73,8 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
             simplified, note = _simplify(path)
             notes.append(note)
             if simplified:
-                parity = max(parity, check_parity(path, spec, graph.module, graph.cases,
-                                                  graph.tolerance))
+                after = check_parity(path, spec, graph.module, graph.cases)
+                parity = {name: max(parity[name], after[name]) for name in parity}
     for note in notes:
         log.info("%s: %s", spec.filename, note)
     files = [p.name for p in _graph_files(path)]

@@ -1,4 +1,4 @@
-"""manifest.json: what an exported model directory holds, and how to trust it."""
+"""Writing manifest.json: hash every file, read back what each graph file really is."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import onnxruntime
 import torch
 
 from focsam_onnx import __version__
-from focsam_onnx.engine.graph_spec import GRAPHS
-from focsam_onnx.engine.model_dir import FORMAT_VERSION, MANIFEST, file_sha256
-from focsam_onnx.models.config import FocSAMConfig
+from focsam_onnx.config import FocSAMConfig
+from focsam_onnx.engine.atomic_io import atomic_write
+from focsam_onnx.engine.graph_spec import GRAPHS_BY_NAME
+from focsam_onnx.engine.manifest import MANIFEST, FileEntry, GraphParity, Manifest, Source
+from focsam_onnx.engine.model_dir import file_sha256
 
 
 @dataclass
@@ -25,38 +27,45 @@ class GraphReport:
     name: str
     files: list[str]
     bytes: int
-    parity: float  # max abs difference, ORT vs torch, over all parity cases and outputs
+    parity: dict[str, float]  # output -> max abs ORT-vs-torch difference over all parity cases
     seconds: float
     simplified: bool
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def worst_parity(self) -> float:
+        return max(self.parity.values(), default=0.0)
+
+
+def file_entry(path: Path) -> FileEntry:
+    """Size and sha256; for an .onnx file also the ai.onnx opset and IR version it declares."""
+    opset = ir_version = None
+    if path.suffix == ".onnx":
+        model = onnx.load(str(path), load_external_data=False)
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        ir_version = model.ir_version
+    return FileEntry(path.stat().st_size, file_sha256(path), opset, ir_version)
+
 
 def write_manifest(out_dir: Path, config: FocSAMConfig, reports: list[GraphReport],
-                   opset: int, source: dict) -> dict:
+                   opset: int, source: Source) -> Manifest:
     """Hash every graph file and write `out_dir/manifest.json`; returns the manifest."""
-    files = {}
-    for report in reports:
-        for name in report.files:
-            path = out_dir / name
-            files[name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
+    files = {name: file_entry(out_dir / name) for r in reports for name in r.files}
     model_id = hashlib.sha256(
-        "".join(f"{n}:{m['sha256']}" for n, m in sorted(files.items())).encode()).hexdigest()
-    exported = {r.name for r in reports}
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "model_id": model_id,
-        "variant": config.variant,
-        "kind": "sam" if config.is_plain_sam else "focsam",
-        "config": config.to_dict(),
-        "source": source,
-        "opset": opset,
-        "versions": {"focsam_onnx": __version__, "torch": torch.__version__,
-                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "files": files,
-        "graphs": {g.name: g.to_dict() for g in GRAPHS if g.name in exported},
-        "parity": {r.name: {"max_abs_diff": r.parity, "simplified": r.simplified,
-                            "notes": r.notes} for r in reports},
-    }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        "".join(f"{n}:{e.sha256}" for n, e in sorted(files.items())).encode()).hexdigest()
+    manifest = Manifest(
+        model_id=model_id,
+        variant=config.variant,
+        kind="sam" if config.is_plain_sam else "focsam",
+        config=config,
+        source=source,
+        opset=opset,
+        versions={"focsam_onnx": __version__, "torch": torch.__version__,
+                  "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+        exported_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        files=files,
+        graphs={r.name: GRAPHS_BY_NAME[r.name].to_dict() for r in reports},
+        parity={r.name: GraphParity(r.parity, r.simplified, tuple(r.notes)) for r in reports},
+    )
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest

@@ -1,4 +1,9 @@
-"""The parity gate: onnxruntime against the torch module, on representative inputs."""
+"""The parity gate: onnxruntime against the torch module, on representative inputs.
+
+It holds the whole contract of a graph: the session against its spec (names, order, ranks,
+static dims, dtypes), every case's outputs in number, order and shape against torch's, and every
+value within that output's tolerance from the spec (the golden reference's tolerance).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ import numpy as np
 import torch
 
 from focsam_onnx.engine.graph_spec import GraphSpec
-from focsam_onnx.engine.model_dir import graph_session
+from focsam_onnx.engine.model_dir import ModelDirError, graph_session
 
 
 class ParityError(RuntimeError):
-    """An exported graph disagrees with the torch module beyond tolerance."""
+    """An exported graph breaks its contract or disagrees with the torch module."""
 
 
 @dataclass(frozen=True)
@@ -25,24 +30,48 @@ class ParityCase:
 
 
 def check_parity(path: Path, spec: GraphSpec, module: torch.nn.Module, cases: list[ParityCase],
-                 tolerance: float, threads: int | None = None) -> float:
-    """Run every case through torch and onnxruntime; return the largest abs difference.
+                 threads: int | None = None) -> dict[str, float]:
+    """Run every case through torch and onnxruntime; return each output's largest abs diff.
 
-    Raises ParityError naming the graph, the case, the output and the difference when any
-    output differs by more than `tolerance`.
+    Raises ParityError naming the graph, the case, the output and what is wrong.
     """
-    session = graph_session(path, spec, threads or torch.get_num_threads())
-    worst = 0.0
+    try:
+        session = graph_session(path, spec, threads or torch.get_num_threads())
+    except ModelDirError as err:
+        raise ParityError(str(err)) from None
+    worst = {name: 0.0 for name in spec.output_names}
     for case in cases:
         with torch.no_grad():
             expected = module(*case.inputs)
         expected = expected if isinstance(expected, tuple) else (expected,)
-        feeds = {name: t.numpy() for name, t in zip(spec.input_names, case.inputs)}
-        actual = session.run(spec.output_names, feeds)
-        for name, want, got in zip(spec.output_names, expected, actual):
-            diff = float(np.max(np.abs(want.numpy() - got))) if got.size else 0.0
-            if not np.isfinite(diff) or diff > tolerance:
-                raise ParityError(f"{spec.filename}: output {name!r} differs from torch by "
-                                  f"{diff:.3g} (tolerance {tolerance:g}) on case {case.name!r}")
-            worst = max(worst, diff)
+        feeds = {name: t.numpy() for name, t in zip(spec.input_names, case.inputs, strict=True)}
+        actual = session.run(None, feeds)
+        where = f"{spec.filename}, case {case.name!r}"
+        if len(expected) != len(spec.outputs) or len(actual) != len(spec.outputs):
+            raise ParityError(f"{where}: torch gives {len(expected)} outputs, onnxruntime "
+                              f"{len(actual)}, the spec {len(spec.outputs)} {spec.output_names}")
+        for out, want, got in zip(spec.outputs, expected, actual):
+            worst[out.name] = max(worst[out.name], _output_diff(out, want.numpy(), got, where))
     return worst
+
+
+def max_abs_diff(a, b) -> float:
+    """Largest |a - b| in float64 (numpy arrays or CPU tensors; 0.0 when both are empty)."""
+    a, b = (np.asarray(x.detach() if isinstance(x, torch.Tensor) else x, np.float64)
+            for x in (a, b))
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} vs {b.shape}")
+    return float(np.max(np.abs(a - b), initial=0.0))
+
+
+def _output_diff(out, want: np.ndarray, got: np.ndarray, where: str) -> float:
+    if got.shape != want.shape or not out.matches(got.shape):
+        raise ParityError(f"{where}: output {out.name!r} has shape {list(got.shape)}, torch "
+                          f"gives {list(want.shape)}, the spec says {list(out.shape)}")
+    if got.dtype != want.dtype:
+        raise ParityError(f"{where}: output {out.name!r} is {got.dtype}, torch gives {want.dtype}")
+    diff = max_abs_diff(want, got)  # 0.0 only when both are empty: the shapes agree
+    if not np.isfinite(diff) or diff > out.tolerance:
+        raise ParityError(f"{where}: output {out.name!r} differs from torch by {diff:.3g} "
+                          f"(tolerance {out.tolerance:g})")
+    return diff

@@ -30,7 +30,7 @@ from typing import Literal
 
 import torch
 
-from focsam_onnx.models.config import (
+from focsam_onnx.config import (
     EMBED_GRID,
     VARIANTS,
     EncoderConfig,

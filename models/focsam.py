@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from focsam_onnx.engine.roi import roi_from_logits
-from focsam_onnx.models.config import FocSAMConfig, RefinerConfig
+from focsam_onnx.config import FocSAMConfig, RefinerConfig
 from focsam_onnx.models.image_encoder import ImageEncoderViT
 from focsam_onnx.models.mask_decoder import MaskDecoder
 from focsam_onnx.models.prompt_encoder import PromptEncoder, append_padding_point
@@ -84,18 +83,18 @@ class FocSAM(nn.Module):
         sparse, dense = self.prompt(coords, labels, mask_input)
         return self.decode_head(embeddings, self.neck.grid_pe(), sparse, dense)
 
-    def refine(self, embeddings: torch.Tensor, coarse_logits: torch.Tensor,
-               mask_token: torch.Tensor) -> torch.Tensor:
+    def refine(self, embeddings: torch.Tensor, mask_token: torch.Tensor,
+               roi_mask: torch.Tensor) -> torch.Tensor:
         """Focus-refined embeddings (spec §5).
 
-        embeddings: (1, 256, 64, 64) original E0; coarse_logits: (1, 1, 256, 256) from `decode`
-        with E0; mask_token: (1, 1, 256) from that call. Returns (1, 256, 64, 64).
+        embeddings: (1, 256, 64, 64) original E0; mask_token: (1, 1, 256) from `decode` with E0;
+        roi_mask: (1, 1, 64, 64) 0/1 tokens of the expanded ROI of that decode's coarse logits
+        (the numpy geometry `focsam_onnx.engine.roi.roi_from_logits` gives it: the torch model
+        does not own it, so that models/ imports nothing from the engine).
+        Returns (1, 256, 64, 64).
         """
         if self.refine_head is None:
             raise ValueError(f"variant {self.cfg.variant!r} is plain SAM: it has no refiner")
-        logits = coarse_logits.detach().to("cpu", torch.float32).numpy()
-        roi = roi_from_logits(logits, expand_ratio=self.cfg.refiner.expand_ratio)
-        roi_mask = torch.from_numpy(roi.token_mask).to(embeddings.device, embeddings.dtype)
         return self.refine_head(embeddings, mask_token, roi_mask)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from focsam_onnx.models.config import EMBED_GRID, IMAGE_SIZE, EncoderConfig
+from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE, EncoderConfig
 
 LN2D_EPS = 1e-6  # every LayerNorm2d in SAM (neck, mask downscaling, output upscaling)
 HEADS_AT_ONCE = 4  # attention heads computed together (bounds global attention's memory)

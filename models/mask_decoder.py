@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from focsam_onnx.models.config import EMBED_GRID, PROMPT_DIM
+from focsam_onnx.config import EMBED_GRID, PROMPT_DIM
 from focsam_onnx.models.image_encoder import LayerNorm2d
 from focsam_onnx.models.transformer import TwoWayTransformer
 

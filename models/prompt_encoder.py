@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from focsam_onnx.models.config import EMBED_GRID, IMAGE_SIZE, LOW_RES_MASK, PROMPT_DIM
+from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE, LOW_RES_MASK, PROMPT_DIM
 from focsam_onnx.models.image_encoder import LayerNorm2d
 
 PAD_LABEL = -1.0  # the padding point's label; its encoding becomes not_a_point_embed

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from focsam_onnx.models.config import RefinerConfig
+from focsam_onnx.config import RefinerConfig
 from focsam_onnx.models.deform_conv import DeformLayer
 
 CLS_SCALE_MIN_RATIO = 0.01  # upstream clips the selected-window ratio before the log

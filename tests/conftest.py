@@ -16,6 +16,14 @@ def golden_dir() -> Path:
     return Path(os.environ.get("FOCSAM_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that reads the golden data carries the `golden` marker, whatever its file says:
+    `-m "not golden"` then runs exactly the tests that need no ../shared."""
+    for item in items:
+        if "golden" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.golden)
+
+
 @pytest.fixture(scope="session")
 def golden() -> Path:
     path = golden_dir()

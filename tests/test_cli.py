@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from focsam_onnx.cli import app, parse_clicks
+from focsam_onnx.engine.model_dir import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -106,7 +107,6 @@ def test_export_needs_exactly_one_source(tmp_path):
     assert result.exit_code == 2 and "exactly one of --ckpt" in result.output
 
 
-@pytest.mark.golden
 def test_evaluate_command_writes_the_results(golden_model_dir, load_golden, tmp_path):
     data = load_golden("session_2")
     for folder, array in (("images", data["image_rgb"][..., ::-1]),
@@ -132,7 +132,6 @@ def test_evaluate_command_rejects_an_unknown_dataset(tmp_path):
     assert result.exit_code == 2 and "pascal" in result.output
 
 
-@pytest.mark.golden
 def test_plain_sam_checkpoint_exports_and_segments_without_refiner(golden, tmp_path):
     import torch
 
@@ -146,9 +145,8 @@ def test_plain_sam_checkpoint_exports_and_segments_without_refiner(golden, tmp_p
     result = runner.invoke(app, ["export", "--ckpt", str(tmp_path / "sam_tiny.pth"), "--out",
                                  str(model), "--no-simplify"])
     assert result.exit_code == 0, result.output
-    manifest = json.loads((model / "manifest.json").read_text())
-    assert manifest["kind"] == "sam" and set(manifest["files"]) == {"encoder.onnx",
-                                                                   "decoder.onnx"}
+    manifest = read_manifest(model)
+    assert manifest.kind == "sam" and set(manifest.files) == {"encoder.onnx", "decoder.onnx"}
     image = str(REPO / "examples" / "shapes.png")
     result = runner.invoke(app, ["segment", image, "--model", str(model), "--clicks",
                                  "170,125,+;60,55,-", "--out", str(tmp_path / "mask.png")])

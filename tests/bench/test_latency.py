@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 
 from focsam_onnx.bench import latency, system_info
 from focsam_onnx.engine.graph_spec import DECODER
+from focsam_onnx.engine.model_dir import read_manifest
 from focsam_onnx.engine.roi import selected_windows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,38 +95,38 @@ def test_peak_rss_resets_per_stage():
 def _as_random_init(src: Path, dst: Path, variant: str, seed: int, code: str | None = None
                     ) -> None:
     shutil.copytree(src, dst)
-    manifest = json.loads((dst / "manifest.json").read_text())
-    manifest["source"] = latency._export_source(variant, seed)
+    source = latency._export_source(variant, seed)
     if code is not None:
-        manifest["source"]["code"] = code
-    (dst / "manifest.json").write_text(json.dumps(manifest))
+        source = dataclasses.replace(source, code=code)
+    manifest = dataclasses.replace(read_manifest(dst), source=source)
+    (dst / "manifest.json").write_text(json.dumps(manifest.to_dict()))
 
 
-def test_model_cache_is_reused_only_for_its_variant_and_seed(golden_model_dir, tmp_path,
+def test_model_cache_is_reused_only_for_its_variant_and_seed(tiny_model_dir, tmp_path,
                                                              monkeypatch):
     exports = []
     monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
-    _as_random_init(golden_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
+    _as_random_init(tiny_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
     assert latency.focsam_model_dir(tmp_path, "tiny", 0) == tmp_path / "tiny-seed0"
     assert exports == []
-    _as_random_init(golden_model_dir, tmp_path / "tiny-seed1", "tiny", 0)  # wrong seed inside
+    _as_random_init(tiny_model_dir, tmp_path / "tiny-seed1", "tiny", 0)  # wrong seed inside
     assert latency.focsam_model_dir(tmp_path, "tiny", 1) == tmp_path / "tiny-seed1"
     assert exports == [("tiny", 1, str(tmp_path / "tiny-seed1"))]
     assert not (tmp_path / "tiny-seed1" / "manifest.json").exists()  # stale manifest dropped
 
 
-def test_cache_rejects_an_export_from_other_code(golden_model_dir, tmp_path, monkeypatch):
+def test_cache_rejects_an_export_from_other_code(tiny_model_dir, tmp_path, monkeypatch):
     exports = []
     monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
-    _as_random_init(golden_model_dir, tmp_path / "tiny-seed0", "tiny", 0, code="0123456789abcdef")
+    _as_random_init(tiny_model_dir, tmp_path / "tiny-seed0", "tiny", 0, code="0123456789abcdef")
     latency.focsam_model_dir(tmp_path, "tiny", 0)
     assert exports == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
 
 
-def test_cache_rejects_a_truncated_graph(golden_model_dir, tmp_path, monkeypatch):
+def test_cache_rejects_a_truncated_graph(tiny_model_dir, tmp_path, monkeypatch):
     exports = []
     monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
-    _as_random_init(golden_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
+    _as_random_init(tiny_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
     decoder = tmp_path / "tiny-seed0" / "decoder.onnx"
     decoder.write_bytes(decoder.read_bytes()[:1000])
     latency.focsam_model_dir(tmp_path, "tiny", 0)
@@ -210,10 +212,10 @@ def _figures(node, where: str = ""):
         yield where, node
 
 
-def test_quick_benchmark_end_to_end(golden_model_dir, tmp_path):
+def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
     out, cache = tmp_path / "bench.json", tmp_path / "cache"
     proc = subprocess.run(
-        [sys.executable, "bench/latency.py", "--quick", "--model", str(golden_model_dir),
+        [sys.executable, "bench/latency.py", "--quick", "--model", str(tiny_model_dir),
          "--threads", "2", "--cache-dir", str(cache), "--json", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]

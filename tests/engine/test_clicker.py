@@ -8,12 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from focsam_onnx.engine.clicker import (
-    Click,
-    error_distance_maps,
-    next_click,
-    propose_click,
-)
+from focsam_onnx.engine.clicker import error_distance_maps, next_click, propose_click
+from focsam_onnx.engine.prompts import Click
 
 
 def _clicks_from_json(points_yx_mode: list | None) -> list[Click]:
@@ -42,7 +38,6 @@ def test_click_order_helpers():
     assert Click(0, 0, True).label == 1
 
 
-@pytest.mark.golden
 def test_clicker_cases_reproduced_in_order(clicker_cases, load_golden):
     arrays = load_golden("clicker_cases")
     rng = random.Random(clicker_cases["random_seed"])
@@ -73,7 +68,6 @@ def test_clicker_cases_reproduced_in_order(clicker_cases, load_golden):
         assert case["candidates_yx"][case["chosen_index"]] == [y, x]
 
 
-@pytest.mark.golden
 def test_session_choice_stream_is_one_draw_per_click(session):
     record, _ = session
     rng = random.Random(record["seed"])
@@ -81,7 +75,6 @@ def test_session_choice_stream_is_one_draw_per_click(session):
     assert drawn == [c["chosen_candidate_index"] for c in record["per_click"]]
 
 
-@pytest.mark.golden
 def test_session_clicks_from_stored_masks(session):
     """Clicks 1, 2, 3 and 6 follow from masks the session stores (zeros, after click 1, 2, 5)."""
     record, arrays = session

@@ -6,31 +6,34 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from focsam_onnx.engine.cache import EmbeddingCache, cache_key
 from focsam_onnx.engine.click_session import ClickSession
+from focsam_onnx.engine.image_io import load_image
 from focsam_onnx.engine.model_dir import ModelDirError, open_model_dir
 from focsam_onnx.engine.runtime import FocSAMEngine
 
-pytestmark = pytest.mark.golden
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def image(load_golden) -> np.ndarray:
-    return np.ascontiguousarray(load_golden("session_1")["image_rgb"][..., ::-1])
 
 
 @pytest.fixture(scope="module")
-def model(golden_model_dir):
-    return open_model_dir(golden_model_dir, threads=2)
+def image() -> np.ndarray:
+    return load_image(REPO_ROOT / "examples" / "shapes.png")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return open_model_dir(tiny_model_dir, threads=2)
 
 
 @pytest.fixture()
-def model_copy(golden_model_dir, tmp_path):
-    return shutil.copytree(golden_model_dir, tmp_path / "model")
+def model_copy(tiny_model_dir, tmp_path):
+    return shutil.copytree(tiny_model_dir, tmp_path / "model")
 
 
 def test_reopening_an_image_does_not_run_the_encoder(model, image):
@@ -128,7 +131,7 @@ def test_model_dir_of_another_format_version(model_copy):
     manifest = json.loads((model_copy / "manifest.json").read_text())
     manifest["format_version"] = 99
     (model_copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelDirError, match="format version 99, this focsam-onnx reads version 1"):
+    with pytest.raises(ModelDirError, match="format_version is 99; this focsam-onnx reads format"):
         open_model_dir(model_copy)
 
 
@@ -147,3 +150,29 @@ def test_engine_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda m: [m], "must be a JSON object, got list"),
+    (lambda m: {k: v for k, v in m.items() if k != "model_id"}, "field 'model_id' is missing"),
+    (lambda m: {**m, "files": None}, "field 'files' must be Mapping"),
+    (lambda m: {**m, "files": {"encoder.onnx": {"size": "big", "sha256": "0"}}},
+     r"field files\['encoder.onnx'\].size must be int"),
+    (lambda m: {**m, "config": {**m["config"], "refiner": {"depth": "two"}}},
+     "config.refiner.depth must be a number"),
+    (lambda m: {**m, "parity": {"decoder": {"simplified": True}}},
+     r"field parity\['decoder'\].max_abs_diff is missing"),
+    (lambda m: {**m, "surprise": 1}, r"unknown field\(s\) \['surprise'\]"),
+])
+def test_manifest_of_the_wrong_shape_names_the_field(model_copy, mutate, field):
+    path = model_copy / "manifest.json"
+    path.write_text(json.dumps(mutate(json.loads(path.read_text()))))
+    with pytest.raises(ModelDirError, match=field):
+        open_model_dir(model_copy)
+
+
+def test_manifest_round_trips(tiny_model_dir):
+    from focsam_onnx.engine.manifest import Manifest
+
+    data = json.loads((tiny_model_dir / "manifest.json").read_text())
+    assert Manifest.from_dict(data).to_dict() == data

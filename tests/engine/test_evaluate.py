@@ -12,8 +12,6 @@ from focsam_onnx.engine.datasets import open_dataset
 from focsam_onnx.engine.evaluate import RunSettings, evaluate
 from focsam_onnx.engine.runtime import FocSAMEngine
 
-pytestmark = pytest.mark.golden
-
 
 @pytest.fixture(scope="module")
 def dataset_root(load_golden, tmp_path_factory):

@@ -16,7 +16,6 @@ SUMMARY_KEYS = [
 ]
 
 
-@pytest.mark.golden
 def test_noc_examples_match_upstream(golden):
     examples = json.loads((golden / "clicker_cases.json").read_text())["noc_examples"]
     for example in examples:
@@ -24,7 +23,6 @@ def test_noc_examples_match_upstream(golden):
         assert noc(example["ious"], 0.90) == example["noc90"]
 
 
-@pytest.mark.golden
 @pytest.mark.parametrize("k", [1, 2])
 def test_session_noc_and_iou(golden, load_golden, k):
     record = json.loads((golden / f"session_{k}.json").read_text())

@@ -116,7 +116,6 @@ def test_normalisation_goes_by_channel_index_on_bgr():
     assert out[2, 0, 0] == -np.float32(PIXEL_MEAN[2]) / np.float32(PIXEL_STD[2])
 
 
-@pytest.mark.golden
 def test_preprocess_reproduces_golden_input(load_golden):
     encoder = load_golden("encoder")
     image_bgr = np.ascontiguousarray(encoder["image_rgb"][..., ::-1])
@@ -130,7 +129,6 @@ def test_preprocess_reproduces_golden_input(load_golden):
     np.testing.assert_array_equal(network_input, encoder["input"])
 
 
-@pytest.mark.golden
 @pytest.mark.parametrize("name", ["session_1", "session_2"])
 def test_session_geometry_and_neck_coords(golden, name):
     info = json.loads((golden / f"{name}.json").read_text())
@@ -142,7 +140,6 @@ def test_session_geometry_and_neck_coords(golden, name):
     np.testing.assert_array_equal(geometry.to_network(xy), expected)
 
 
-@pytest.mark.golden
 @pytest.mark.parametrize("name", ["decoder_1click", "decoder_3clicks", "decoder_6clicks"])
 def test_to_network_matches_golden_decoder_coords(load_golden, name):
     case = load_golden(name)

@@ -90,7 +90,6 @@ def test_shifted_windows_wrap_around():
     assert selected_windows(mask, shift=8).tolist() == [0, 12, 15]
 
 
-@pytest.mark.golden
 @pytest.mark.parametrize("case", ["middle", "border", "tiny", "allneg"])
 def test_refiner_roi_matches_golden(load_golden, case):
     data = load_golden(f"refiner_{case}")
@@ -104,7 +103,6 @@ def test_refiner_roi_matches_golden(load_golden, case):
                                   data["block1_windows"])
 
 
-@pytest.mark.golden
 @pytest.mark.parametrize("name", ["session_1", "session_2"])
 def test_session_refine_roi_matches_golden(load_golden, name):
     data = load_golden(name)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from focsam_onnx.config import VARIANTS, get_variant
 from focsam_onnx.models.checkpoint import (
     CheckpointError,
     detect_config,
     focsam_to_official_key,
     load_checkpoint,
 )
-from focsam_onnx.models.config import VARIANTS, get_variant
 from focsam_onnx.models.focsam import build_model
 
 

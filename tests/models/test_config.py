@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from focsam_onnx.models.config import VARIANTS, get_variant
+from focsam_onnx.config import VARIANTS, get_variant
 
 
-@pytest.mark.golden
 def test_tiny_is_the_golden_fixture(golden):
     config = json.loads((golden / "tiny_focsam_config.json").read_text())
     backbone, refiner = config["model"]["backbone"], config["model"]["refine_head"]

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from focsam_onnx.engine.roi import roi_from_logits
+from focsam_onnx.export.parity import max_abs_diff
 from focsam_onnx.models.checkpoint import load_checkpoint
-
-pytestmark = pytest.mark.golden
 
 CASES = ["decoder_1click", "decoder_3clicks", "decoder_6clicks"]
 # golden README §8 suggested tolerances
@@ -45,19 +45,14 @@ def _run(model, embeddings, case) -> dict[str, np.ndarray]:
             "single_mask": low_res.numpy(), "single_iou": iou_single.numpy()}
 
 
-def _max_diff(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float(np.abs(a - b).max())
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_decoder_matches_upstream(model, embeddings, load_golden, name):
     case = load_golden(name)
     ours = _run(model, embeddings, case)
-    diffs = {key: _max_diff(ours[key], case[key]) for key in TOL}
+    diffs = {key: max_abs_diff(ours[key], case[key]) for key in TOL}
     # The fast single-mask path must agree with upstream's 'single mask' = masks_all[:, :1].
-    diffs["single_mask"] = _max_diff(ours["single_mask"], case["masks_all"][:, :1])
-    diffs["single_iou"] = _max_diff(ours["single_iou"], case["iou_pred"])
+    diffs["single_mask"] = max_abs_diff(ours["single_mask"], case["masks_all"][:, :1])
+    diffs["single_iou"] = max_abs_diff(ours["single_iou"], case["iou_pred"])
     tol = {**TOL, "single_mask": TOL["masks_all"], "single_iou": TOL["iou_pred"]}
     bad = {k: d for k, d in diffs.items() if d > tol[k]}
     assert not bad, f"{name}: max abs diffs over tolerance: {bad} (all: {diffs})"
@@ -94,10 +89,11 @@ def test_refine_from_decoder_token(model, embeddings, load_golden):
     coords, labels, _ = _inputs(load_golden("decoder_1click"))
     with torch.no_grad():
         _, token, _ = model.decode(embeddings, coords, labels)
-        assert _max_diff(token.numpy(), case["mask_token"]) <= TOL["mask_token"]
-        refined = model.refine(embeddings, torch.from_numpy(case["coarse_logits"]),
-                               torch.from_numpy(case["mask_token"])).numpy()
+        assert max_abs_diff(token.numpy(), case["mask_token"]) <= TOL["mask_token"]
+        roi = roi_from_logits(case["coarse_logits"], model.cfg.refiner.expand_ratio)
+        refined = model.refine(embeddings, torch.from_numpy(case["mask_token"]),
+                               torch.from_numpy(roi.token_mask)).numpy()
     expected = case["embed_proj_out"].copy()
     expected[0][:, case["changed_mask64"]] = case["refined_values"]
-    diff = _max_diff(refined, expected)
+    diff = max_abs_diff(refined, expected)
     assert diff <= REFINED_TOL, f"refined embeddings: max abs diff {diff:.3g}"

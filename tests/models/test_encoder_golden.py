@@ -8,8 +8,6 @@ import torch
 
 from focsam_onnx.models.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.golden
-
 TOL = 1e-4  # golden README §8
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from focsam_onnx.config import get_variant
 from focsam_onnx.models.checkpoint import focsam_to_official_key, official_to_focsam_key
-from focsam_onnx.models.config import get_variant
 from focsam_onnx.models.focsam import build_model
 
 

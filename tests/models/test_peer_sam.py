@@ -16,8 +16,9 @@ import importlib
 import pytest
 import torch
 
+from focsam_onnx.config import get_variant
+from focsam_onnx.export.parity import max_abs_diff
 from focsam_onnx.models.checkpoint import load_checkpoint
-from focsam_onnx.models.config import get_variant
 from focsam_onnx.models.segment_anything_compat import import_segment_anything
 
 pytestmark = pytest.mark.parity
@@ -77,11 +78,6 @@ def embeddings(peers, image) -> tuple[torch.Tensor, torch.Tensor]:
         return sam.image_encoder(image), ours.encode(image)
 
 
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return float((a - b).abs().max())
-
-
 def test_official_file_detected_as_plain_sam(peers):
     sam, ours, info = peers
     assert info.kind == "official_sam"
@@ -94,7 +90,7 @@ def test_official_file_detected_as_plain_sam(peers):
 
 def test_image_embeddings_match(embeddings):
     theirs, ours = embeddings
-    diff = _max_diff(ours, theirs)
+    diff = max_abs_diff(ours, theirs)
     assert diff <= TOL, f"embeddings max abs diff {diff:.3g}"
 
 
@@ -120,8 +116,9 @@ def test_low_res_mask_matches_with_and_without_prev_mask(peers, embeddings, num_
             t_sparse, t_mask, t_iou = _their_decode(sam, theirs_e, coords, labels, prev)
             o_sparse, _ = ours.prompt(coords, labels, prev)
             o_mask, _, o_iou = ours.decode(ours_e, coords, labels, prev)
-            diffs = {"sparse": _max_diff(o_sparse, t_sparse), "mask0": _max_diff(o_mask, t_mask),
-                     "iou0": _max_diff(o_iou[:, :1], t_iou)}
+            diffs = {"sparse": max_abs_diff(o_sparse, t_sparse),
+                     "mask0": max_abs_diff(o_mask, t_mask),
+                     "iou0": max_abs_diff(o_iou[:, :1], t_iou)}
             assert max(diffs.values()) <= TOL, f"prev={prev is not None}: {diffs}"
             assert float(t_mask.abs().max()) > 1e-2  # a non-trivial prediction was compared
             prev = t_mask

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from focsam_onnx.models.config import RefinerConfig, get_variant
+from focsam_onnx.config import RefinerConfig, get_variant
 from focsam_onnx.models.refiner import FocusRefiner
 
 CASES = ["middle", "border", "tiny", "allneg"]
@@ -43,7 +43,6 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
 
 
-@pytest.mark.golden
 def test_state_dict_matches_upstream_vit_h_manifest(golden: Path) -> None:
     rows = (golden.parent / "spec" / "focsam_vit_h_state_dict.tsv").read_text().splitlines()
     expected = [(key[len(PREFIX):], tuple(json.loads(shape)))
@@ -56,7 +55,6 @@ def test_state_dict_matches_upstream_vit_h_manifest(golden: Path) -> None:
     assert got == expected  # same keys, shapes and registration order
 
 
-@pytest.mark.golden
 def test_embed_proj_matches_golden(tiny_refiner: FocusRefiner, image_embeds: torch.Tensor,
                                    embed_proj_out: np.ndarray) -> None:
     with torch.no_grad():
@@ -64,7 +62,6 @@ def test_embed_proj_matches_golden(tiny_refiner: FocusRefiner, image_embeds: tor
     assert _max_abs(got, embed_proj_out) <= 1e-4
 
 
-@pytest.mark.golden
 @pytest.mark.parametrize("case", CASES)
 def test_refiner_matches_golden(case: str, tiny_refiner: FocusRefiner, image_embeds: torch.Tensor,
                                 embed_proj_out: np.ndarray, load_golden) -> None:
@@ -92,7 +89,6 @@ def test_refiner_matches_golden(case: str, tiny_refiner: FocusRefiner, image_emb
     np.testing.assert_array_equal(out[0][:, ~changed], projected[0][:, ~changed])
 
 
-@pytest.mark.golden
 def test_empty_roi_returns_embed_proj(tiny_refiner: FocusRefiner, image_embeds: torch.Tensor,
                                       load_golden) -> None:
     mask_token = torch.from_numpy(load_golden("refiner_middle")["mask_token"])

@@ -1,6 +1,7 @@
-"""Model hyper-parameters: frozen dataclasses and the one table of named variants.
+"""Model hyper-parameters and the network's fixed frame: frozen dataclasses, one variant table.
 
-Pure Python (no torch), so the engine and the CLI can read a variant without importing torch.
+Pure Python, at the package root because every layer reads it: the torch model (models/), the
+exporter, and the engine, which must import neither models/ nor torch.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ class FocSAMConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> FocSAMConfig:
+        """The inverse of `to_dict`; raises ValueError naming the first field that is wrong."""
+        encoder = _dataclass_from_dict(EncoderConfig, data.get("encoder"), "config.encoder")
+        refiner = data.get("refiner")
+        if refiner is not None:
+            refiner = _dataclass_from_dict(RefinerConfig, refiner, "config.refiner")
+        variant = data.get("variant")
+        if not isinstance(variant, str):
+            raise ValueError(f"config.variant must be a string, got {variant!r}")
+        return cls(variant, encoder, refiner)
+
     def as_plain_sam(self) -> FocSAMConfig:
         """The same backbone as official SAM builds it: LN eps 1e-6, no refiner."""
         encoder = dataclasses.replace(self.encoder, layer_norm_eps=1e-6)
@@ -82,6 +95,33 @@ VARIANTS: dict[str, FocSAMConfig] = {
                                global_attn_indexes=(7, 15, 23, 31)),
     ),
 }
+
+
+def _dataclass_from_dict(kind: type, data: object, where: str):
+    """`kind(**data)` with tuples restored from JSON lists and every field checked."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {unknown}")
+    values = {}
+    for name, value in data.items():
+        default = fields[name].default
+        if isinstance(default, tuple) or fields[name].type.startswith("tuple"):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"{where}.{name} must be a list, got {value!r}")
+            value = tuple(value)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}.{name} must be a number, got {value!r}")
+        values[name] = value
+    try:
+        return kind(**values)
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"{where}: {err}") from None
+
+
+VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
 
 
 def get_variant(name: str) -> FocSAMConfig:

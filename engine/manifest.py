@@ -1,0 +1,149 @@
+"""manifest.json, typed: what an exported model directory holds and how to trust it.
+
+The exporter writes a `Manifest` and every reader (engine, bench, CLI) gets one back from
+`Manifest.from_dict`, which checks the whole schema and names the first field that is wrong.
+Torch-free, so the engine can read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from focsam_onnx.config import FocSAMConfig
+
+FORMAT_VERSION = 2  # 2: typed schema, per-file opset and IR version, per-output parity
+MANIFEST = "manifest.json"
+
+
+class ManifestError(ValueError):
+    """manifest.json does not follow the schema; the message names the field."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of the model directory. Graph files also record what was actually written."""
+
+    size: int
+    sha256: str
+    opset: int | None = None  # the ai.onnx opset imported by the saved graph
+    ir_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights came from: a checkpoint (path, sha256) or random init (variant, seed)."""
+
+    kind: str  # "sam" or "focsam" (a checkpoint), or "random-init"
+    path: str | None = None
+    sha256: str | None = None
+    variant: str | None = None
+    seed: int | None = None
+    code: str | None = None  # bench's exports: fingerprint of the code that made them
+
+
+@dataclass(frozen=True)
+class GraphParity:
+    """The parity gate's verdict for one graph: max abs ORT-vs-torch difference per output."""
+
+    max_abs_diff: dict[str, float]
+    simplified: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def worst(self) -> float:
+        return max(self.max_abs_diff.values(), default=0.0)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_id: str  # sha256 over the graph files' hashes: the weights' identity
+    variant: str
+    kind: str  # "focsam" or "sam" (no refiner graph)
+    config: FocSAMConfig
+    source: Source
+    opset: int  # the opset asked for; each graph's actual opset is in `files`
+    versions: dict[str, str]  # package -> version at export time
+    exported_at: str
+    files: dict[str, FileEntry]
+    graphs: dict[str, dict]  # graph name -> its IO spec at export time (GraphSpec.to_dict)
+    parity: dict[str, GraphParity]
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["config"] = self.config.to_dict()
+        for entry in data["parity"].values():
+            entry["notes"] = list(entry["notes"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: object) -> Manifest:
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"the manifest must be a JSON object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ManifestError(f"format_version is {version!r}; this focsam-onnx reads format "
+                                f"{FORMAT_VERSION}")
+        try:
+            config = FocSAMConfig.from_dict(_get(data, "config", Mapping))
+        except ValueError as err:
+            raise ManifestError(str(err)) from None
+        files = {name: _record(FileEntry, entry, f"files[{name!r}]")
+                 for name, entry in _get(data, "files", Mapping).items()}
+        parity = {}
+        for name, entry in _get(data, "parity", Mapping).items():
+            entry = dict(_require(entry, Mapping, f"parity[{name!r}]"))
+            entry["notes"] = tuple(_require(entry.get("notes", []), list,
+                                            f"parity[{name!r}].notes"))
+            parity[name] = _record(GraphParity, entry, f"parity[{name!r}]")
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ManifestError(f"unknown field(s) {unknown}: written by another focsam-onnx")
+        return cls(
+            model_id=_get(data, "model_id", str), variant=_get(data, "variant", str),
+            kind=_get(data, "kind", str), config=config,
+            source=_record(Source, _get(data, "source", Mapping), "source"),
+            opset=_get(data, "opset", int), versions=dict(_get(data, "versions", Mapping)),
+            exported_at=_get(data, "exported_at", str), files=files,
+            graphs=dict(_get(data, "graphs", Mapping)), parity=parity, format_version=version,
+        )
+
+
+def _require(value: object, kind: type | tuple[type, ...], where: str):
+    if isinstance(value, bool) and kind is int or not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ManifestError(f"field {where} must be {name}, got {value!r}"[:300])
+    return value
+
+
+def _get(data: Mapping, key: str, kind: type):
+    if key not in data:
+        raise ManifestError(f"field {key!r} is missing")
+    return _require(data[key], kind, repr(key))
+
+
+_FIELD_TYPES = {"int": int, "str": str, "bool": bool, "int | None": (int, type(None)),
+                "str | None": (str, type(None)), "dict[str, float]": Mapping,
+                "tuple[str, ...]": tuple, "float": (int, float), "dict": Mapping}
+
+
+def _record(kind: type, data: object, where: str):
+    """`kind(**data)`, every field present (unless defaulted) and of its declared type."""
+    data = _require(data, Mapping, where)
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ManifestError(f"field {where} has unknown keys {unknown}")
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ManifestError(f"field {where}.{name} is missing")
+            continue
+        _require(data[name], _FIELD_TYPES.get(f.type, object), f"{where}.{name}")
+    values = dict(data)
+    if "max_abs_diff" in values:
+        values["max_abs_diff"] = {str(k): _require(v, (int, float), f"{where}.max_abs_diff")
+                                  for k, v in values["max_abs_diff"].items()}
+    return kind(**values)
