@@ -175,4 +175,4 @@ def test_manifest_round_trips(tiny_model_dir):
     from focsam_onnx.engine.manifest import Manifest
 
     data = json.loads((tiny_model_dir / "manifest.json").read_text())
-    assert Manifest.from_dict(data).to_dict() == data
+    assert json.loads(json.dumps(Manifest.from_dict(data).to_dict())) == data
