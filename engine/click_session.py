@@ -4,11 +4,14 @@ Step t (0-based) decodes all clicks so far with the previous step's final low-re
 mask prompt (none at t = 0). At t == refine_at (upstream: 1, the 2nd click) a coarse decode on
 the ORIGINAL embeddings gives the ROI and the mask token, the refiner runs once, and this and
 every later step decode on the refined embeddings. refine_at=None is the plain SAM baseline.
+An interactive front end can be handed the coarse mask of the refine step before the refiner
+runs (`on_interim`); it changes nothing in the session's state.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +40,9 @@ class _State:
     prev_logits: np.ndarray | None = None
     refined_embeddings: np.ndarray | None = None
     result: ClickResult | None = None
+
+
+InterimCallback = Callable[[ClickResult], None]
 
 
 class ClickSession:
@@ -72,17 +78,23 @@ class ClickSession:
     def _state(self) -> _State:
         return self._history[-1]
 
-    def click(self, x: int, y: int, positive: bool = True) -> ClickResult:
+    def click(self, x: int, y: int, positive: bool = True,
+              on_interim: InterimCallback | None = None) -> ClickResult:
         """Add a click at pixel (x, y) of the original image (column x, row y) and predict."""
-        return self.step(self._validated(x, y, positive))
+        return self.step(self._validated(x, y, positive), on_interim)
 
-    def step(self, click: Click | None) -> ClickResult:
-        """One protocol step: add `click` (None: keep the clicks as they are) and predict."""
+    def step(self, click: Click | None,
+             on_interim: InterimCallback | None = None) -> ClickResult:
+        """One protocol step: add `click` (None: keep the clicks as they are) and predict.
+
+        On the step that runs the refiner, `on_interim` is called first with the coarse
+        (unrefined) result, so a user sees a mask while the refiner runs.
+        """
         state = self._state
         clicks = state.clicks + ((click,) if click is not None else ())
         if not clicks:
             raise ValueError("the first step needs a click")
-        result, refined = self._predict(clicks, state)
+        result, refined = self._predict(clicks, state, on_interim)
         self._history.append(_State(clicks, result.low_res_logits, refined, result))
         return result
 
@@ -107,8 +119,8 @@ class ClickSession:
                              f"0 <= y < {geometry.height})")
         return Click(y=int(y), x=int(x), positive=bool(positive))
 
-    def _predict(self, clicks: tuple[Click, ...],
-                 state: _State) -> tuple[ClickResult, np.ndarray | None]:
+    def _predict(self, clicks: tuple[Click, ...], state: _State,
+                 on_interim: InterimCallback | None) -> tuple[ClickResult, np.ndarray | None]:
         engine, timings = self.engine, {}
         coords = self.image.geometry.to_network(np.array([c.xy for c in clicks], np.float64))
         labels = np.array([1.0 if c.positive else 0.0 for c in clicks], np.float32)
@@ -118,6 +130,10 @@ class ClickSession:
             coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits)
             roi = engine.roi(coarse.low_res_logits)
             timings["coarse_decode"] = _ms_since(start)
+            if on_interim is not None:
+                on_interim(ClickResult(logits_to_mask(coarse.low_res_logits, self.image.geometry),
+                                       coarse.low_res_logits, coarse.iou_prediction, False, roi,
+                                       dict(timings)))
             start = time.perf_counter()
             refined = engine.refine(self.image.embeddings, coarse.mask_token, roi)
             timings["refine"] = _ms_since(start)
