@@ -222,6 +222,50 @@ def bench(ctx: typer.Context):
     raise typer.Exit(code=bench_main(list(ctx.args)))
 
 
+@app.command()
+def serve(
+    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Folder of images to label (uploads are added to it). "
+                               "Default: OUT/images."),
+    out: Path = typer.Option(Path("labels"), "--out",
+                             help="Labels folder: per image a folder of mask PNGs and a "
+                                  "COCO-style annotations.json, saved after every click."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Keep image embeddings here, so they survive a restart."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; any non-loopback "
+                                               "address requires a token (printed)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    prefetch: int = typer.Option(3, help="Images after the opened one to pre-encode in the "
+                                         "background (0: none)."),
+    token: str | None = typer.Option(None, help="Require this token (default: generated "
+                                                "for a non-loopback --host)."),
+    max_upload_mb: int = typer.Option(50, help="Largest accepted upload, in MB."),
+):
+    """Label images in the browser: click on objects, masks are saved as you go."""
+    from focsam_onnx.serve.server import require_serve_extra
+
+    try:
+        require_serve_extra()
+    except RuntimeError as err:
+        fail(str(err))
+    from focsam_onnx.serve.labeller import LabellerSettings
+    from focsam_onnx.serve.server import run_server
+
+    images = images if images is not None else out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    settings = LabellerSettings(model=model, images=images, out=out, cache_dir=cache_dir,
+                                threads=threads, prefetch=max(0, prefetch),
+                                max_upload_bytes=max_upload_mb << 20)
+    try:
+        run_server(settings, host, port, token,
+                   announce=lambda url: console.print(f"labelling {images} into {out}; open {url}",
+                                                      soft_wrap=True, highlight=False))
+    except ValueError as err:
+        fail(str(err))
+
+
 def _write_png(path: Path, array, cv2) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), array):

@@ -57,6 +57,14 @@ def test_readme_main_job_runs(tmp_path):
     assert rows == [("1", "+", "no"), ("2", "-", "ran")]
 
 
+def test_readme_serve_command_parses():
+    (argv,) = readme_commands("Label in the browser")
+    result = runner.invoke(app, [*argv, "--help"])
+    assert result.exit_code == 0, result.output
+    options = [a for a in argv if a.startswith("--")]
+    assert options and all(o in result.output for o in options)
+
+
 @pytest.mark.parametrize("text, message", [
     ("10,20", "click 1 '10,20' is not X,Y,LABEL"),
     ("10,20,+;5,x,-", "click 2 '5,x,-' is not X,Y,LABEL"),

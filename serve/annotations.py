@@ -1,0 +1,203 @@
+"""The saved labels: per image a folder of 255/0 mask PNGs and a COCO-style annotations.json.
+
+`<out>/<image file name>/annotations.json` is the source of truth: COCO with one image and one
+annotation per object (pycocotools RLE, bbox, area) plus the clicks that made the mask, so a
+session can be re-created. `object_<id>.png` beside it is the same mask at the original size.
+Writes are atomic, the mask before the JSON, so a crash leaves the old state or the new one; a
+file the server cannot read is reported and never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from focsam_onnx.engine.atomic_io import atomic_write
+
+ANNOTATIONS = "annotations.json"
+FORMAT_VERSION = 1
+CATEGORY = {"id": 1, "name": "object"}
+
+
+def _rle_module():
+    try:
+        from pycocotools import mask as rle
+    except ImportError:
+        raise RuntimeError("saving COCO masks needs pycocotools: "
+                           "pip install 'focsam-onnx[serve]'") from None
+    return rle
+
+
+@dataclass(frozen=True)
+class SavedObject:
+    """One labelled object: its clicks ((x, y, positive), original pixels) and its mask as RLE."""
+
+    id: int
+    clicks: tuple[tuple[int, int, bool], ...]
+    predicted_iou: float
+    refine_at: int | None
+    model_id: str
+    rle: dict  # COCO RLE {"size": [H, W], "counts": str}, column-major as COCO defines it
+    area: int
+    bbox: tuple[float, float, float, float]  # x, y, width, height
+
+    def to_coco(self) -> dict:
+        return {"id": self.id, "image_id": 1, "category_id": CATEGORY["id"], "iscrowd": 0,
+                "segmentation": self.rle, "area": self.area, "bbox": list(self.bbox),
+                "predicted_iou": self.predicted_iou,
+                "clicks": [{"x": x, "y": y, "positive": p} for x, y, p in self.clicks],
+                "refine_at": self.refine_at, "model_id": self.model_id,
+                "mask_file": mask_file(self.id)}
+
+    @classmethod
+    def from_coco(cls, entry: dict) -> SavedObject:
+        clicks = tuple((int(c["x"]), int(c["y"]), bool(c["positive"])) for c in entry["clicks"])
+        return cls(int(entry["id"]), clicks, float(entry["predicted_iou"]), entry["refine_at"],
+                   str(entry["model_id"]), dict(entry["segmentation"]), int(entry["area"]),
+                   tuple(float(v) for v in entry["bbox"]))
+
+    def mask(self) -> np.ndarray:
+        """(H, W) bool."""
+        with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation notice
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _rle_module().decode(self.rle).astype(bool)
+
+
+def mask_file(object_id: int) -> str:
+    return f"object_{object_id}.png"
+
+
+@dataclass
+class _ImageLabels:
+    width: int
+    height: int
+    next_id: int
+    objects: dict[int, SavedObject]
+
+
+class AnnotationStore:
+    """Reads and writes the labels under `out`; safe to call from several threads."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._images: dict[str, _ImageLabels] = {}
+
+    def folder(self, image: str) -> Path:
+        return self.out / image
+
+    def objects(self, image: str) -> list[SavedObject]:
+        with self._lock:
+            labels = self._load(image)
+            return [] if labels is None else sorted(labels.objects.values(), key=lambda o: o.id)
+
+    def get(self, image: str, object_id: int) -> SavedObject:
+        with self._lock:
+            labels = self._load(image)
+            if labels is None or object_id not in labels.objects:
+                raise LookupError(f"image {image!r} has no saved object {object_id}")
+            return labels.objects[object_id]
+
+    def new_object_id(self, image: str, height: int, width: int) -> int:
+        """A fresh id for `image` (ids are never reused, even after a delete)."""
+        with self._lock:
+            labels = self._load(image) or _ImageLabels(width, height, 1, {})
+            self._images[image] = labels
+            object_id, labels.next_id = labels.next_id, labels.next_id + 1
+            return object_id
+
+    def save(self, image: str, object_id: int, mask: np.ndarray, clicks, predicted_iou: float,
+             refine_at: int | None, model_id: str) -> SavedObject:
+        """Write object `object_id` of `image`: its mask PNG, then annotations.json."""
+        rle = _rle_module()
+        height, width = mask.shape
+        encoded = rle.encode(np.asfortranarray(mask.astype(np.uint8)))
+        obj = SavedObject(object_id, tuple((int(x), int(y), bool(p)) for x, y, p in clicks),
+                          float(predicted_iou), refine_at, model_id,
+                          {"size": [height, width], "counts": encoded["counts"].decode("ascii")},
+                          int(rle.area(encoded)), tuple(float(v) for v in rle.toBbox(encoded)))
+        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+        if not ok:
+            raise RuntimeError(f"could not encode the mask of object {object_id} as PNG")
+        with self._lock:
+            labels = self._load(image) or _ImageLabels(width, height, object_id + 1, {})
+            if (labels.height, labels.width) != (height, width):
+                raise ValueError(f"mask of {width}x{height} for image {image!r} of "
+                                 f"{labels.width}x{labels.height}")
+            folder = self.folder(image)
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / mask_file(object_id), png.tobytes())
+            labels.objects[object_id] = obj
+            labels.next_id = max(labels.next_id, object_id + 1)
+            self._images[image] = labels
+            self._write(image, labels)
+        return obj
+
+    def delete(self, image: str, object_id: int) -> None:
+        """Forget object `object_id`: JSON first (the truth), then its PNG. Unknown ids: no-op."""
+        with self._lock:
+            labels = self._load(image)
+            if labels is None or object_id not in labels.objects:
+                return
+            del labels.objects[object_id]
+            self._write(image, labels)
+            (self.folder(image) / mask_file(object_id)).unlink(missing_ok=True)
+
+    def coco(self, images: list[str]) -> dict:
+        """One COCO dataset of the labelled `images` (ids renumbered from 1, clicks kept)."""
+        dataset = {"info": self._info(), "images": [], "annotations": [],
+                   "categories": [CATEGORY]}
+        for image in images:
+            with self._lock:
+                labels = self._load(image)
+            if labels is None or not labels.objects:
+                continue
+            image_id = len(dataset["images"]) + 1
+            dataset["images"].append({"id": image_id, "file_name": image,
+                                      "width": labels.width, "height": labels.height})
+            for obj in sorted(labels.objects.values(), key=lambda o: o.id):
+                entry = obj.to_coco()
+                entry.update(id=len(dataset["annotations"]) + 1, image_id=image_id,
+                             object_id=obj.id)
+                dataset["annotations"].append(entry)
+        return dataset
+
+    @staticmethod
+    def _info() -> dict:
+        return {"description": "labels made with focsam-onnx serve",
+                "format_version": FORMAT_VERSION}
+
+    def _write(self, image: str, labels: _ImageLabels) -> None:
+        data = {"info": {**self._info(), "next_object_id": labels.next_id},
+                "images": [{"id": 1, "file_name": image, "width": labels.width,
+                            "height": labels.height}],
+                "annotations": [o.to_coco() for o in sorted(labels.objects.values(),
+                                                             key=lambda o: o.id)],
+                "categories": [CATEGORY]}
+        atomic_write(self.folder(image) / ANNOTATIONS, json.dumps(data, indent=1))
+
+    def _load(self, image: str) -> _ImageLabels | None:
+        """The labels of `image`, read from disk once; None when there are none yet."""
+        if image in self._images:
+            return self._images[image]
+        path = self.folder(image) / ANNOTATIONS
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            (entry,) = data["images"]
+            objects = {o.id: o for o in map(SavedObject.from_coco, data["annotations"])}
+            next_id = max([int(data["info"].get("next_object_id", 1)), *(i + 1 for i in objects)])
+            labels = _ImageLabels(int(entry["width"]), int(entry["height"]), next_id, objects)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); fix or move "
+                             "it away, the server will not overwrite it") from None
+        self._images[image] = labels
+        return labels

@@ -1,0 +1,114 @@
+"""The image folder being labelled: its listing, safe name lookup, guarded decoding and uploads.
+
+A name is only ever looked up among the files the listing shows (top-level image files of the
+folder), so no request can reach a path outside it. Pixel counts are read from the file header
+before anything is decoded (a decompression-bomb guard).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from focsam_onnx.engine.atomic_io import atomic_write
+from focsam_onnx.engine.image_io import load_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAX_PIXELS = 64_000_000
+# Pillow's format name -> the suffix an upload is saved with (MPO: phone cameras' JPEGs).
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tiff",
+                  "WEBP": ".webp"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class UnknownImage(LookupError):
+    """A name that is not one of the folder's images."""
+
+
+class UploadTooLarge(ValueError):
+    """An upload over the size limit."""
+
+
+def header_pixels(source: Path | bytes) -> tuple[int, int]:
+    """(width, height) from the header alone; ValueError if Pillow cannot identify it."""
+    try:
+        with warnings.catch_warnings():  # the caller compares the size with its own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as image:
+                return image.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
+        raise ValueError(f"not a readable image: {err}") from None
+
+
+class ImageFolder:
+    """The images of `root`, looked up by file name."""
+
+    def __init__(self, root: str | Path, max_pixels: int = MAX_PIXELS,
+                 max_upload_bytes: int = 50 << 20):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"image folder {self.root} does not exist")
+        self.max_pixels = max_pixels
+        self.max_upload_bytes = max_upload_bytes
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+                      and p.is_file())
+
+    def path(self, name: str) -> Path:
+        if name not in self.names():
+            raise UnknownImage(f"no image named {name!r} in {self.root}")
+        return self.root / name
+
+    def check(self, path: Path) -> None:
+        """Refuse an image whose header announces more than `max_pixels` pixels."""
+        width, height = header_pixels(path)
+        self._check_size(width, height, path.name)
+
+    def load(self, name: str) -> np.ndarray:
+        """(H, W, 3) uint8 BGR, EXIF orientation applied: the pixels the engine segments."""
+        path = self.path(name)
+        self.check(path)
+        return load_image(path)
+
+    def save_upload(self, filename: str, data: bytes) -> str:
+        """Validate an uploaded image and add it to the folder under a fresh, safe name."""
+        if len(data) > self.max_upload_bytes:
+            raise UploadTooLarge(f"upload of {len(data)} bytes is over the limit of "
+                                 f"{self.max_upload_bytes} bytes")
+        if not data:
+            raise ValueError("the upload is empty")
+        width, height = header_pixels(data)
+        self._check_size(width, height, filename)
+        with Image.open(BytesIO(data)) as image:
+            suffix = _FORMAT_SUFFIX.get(image.format or "", "")
+            try:
+                image.load()  # the whole stream, so a truncated file is refused here
+            except (OSError, SyntaxError, ValueError) as err:
+                raise ValueError(f"corrupt or truncated image {filename!r}: {err}") from None
+        if not suffix:
+            raise ValueError(f"{filename!r} is a {image.format} image; accepted: "
+                             f"{', '.join(sorted(set(_FORMAT_SUFFIX)))}")
+        stem = _UNSAFE.sub("_", Path(filename).stem).strip("._") or "upload"
+        name, n = f"{stem}{suffix}", 1
+        while (self.root / name).exists():
+            n += 1
+            name = f"{stem}_{n}{suffix}"
+        atomic_write(self.root / name, data)
+        try:
+            load_image(self.root / name)  # the engine's own decoder must read it too
+        except ValueError:
+            (self.root / name).unlink(missing_ok=True)
+            raise
+        return name
+
+    def _check_size(self, width: int, height: int, name: str) -> None:
+        if width * height > self.max_pixels:
+            raise ValueError(f"{name} has {width}x{height} pixels, over the limit of "
+                             f"{self.max_pixels} pixels")

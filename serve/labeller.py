@@ -1,0 +1,287 @@
+"""The labelling state behind the web app: open images, object sessions, saving after each step.
+
+One engine serves every tab and user. Its shared parts are guarded: one lock around foreground
+encodes (the cache and the encoder session), one around decoder/refiner runs (two clicks at once
+would only split the cores between them). Each object session has its own lock, so a session
+sees its clicks in order; session ids are unguessable.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from focsam_onnx.engine.click_session import ClickResult, ClickSession, InterimCallback
+from focsam_onnx.engine.runtime import EncodedImage, FocSAMEngine
+from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
+from focsam_onnx.serve.encoder_queue import EncoderQueue
+from focsam_onnx.serve.images import ImageFolder
+
+log = logging.getLogger(__name__)
+
+MAX_SESSIONS = 256  # each holds up to a few embeddings-sized arrays
+MAX_OPEN_IMAGES = 8
+
+
+@dataclass(frozen=True)
+class LabellerSettings:
+    model: Path
+    images: Path
+    out: Path
+    cache_dir: Path | None = None
+    threads: int | None = None
+    prefetch: int = 3  # images after the opened one to pre-encode; 0: none
+    max_upload_bytes: int = 50 << 20
+    refine_at: int | None = 1
+
+
+@dataclass
+class OpenImage:
+    """An image being encoded or ready for clicks."""
+
+    name: str
+    started: float = field(default_factory=time.monotonic)
+    state: str = "encoding"  # encoding | ready | error
+    error: str | None = None
+    bgr: np.ndarray | None = None
+    encoded: EncodedImage | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    png: bytes | None = None
+
+
+@dataclass
+class ObjectSession:
+    id: str
+    image: str
+    object_id: int
+    session: ClickSession
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+    closed: bool = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise LookupError(f"object {self.object_id} of {self.image!r} was deleted")
+
+
+class Labeller:
+    """Everything the HTTP layer calls; start() before use, close() at the end."""
+
+    def __init__(self, settings: LabellerSettings):
+        self.settings = settings
+        self.folder = ImageFolder(settings.images, max_upload_bytes=settings.max_upload_bytes)
+        self.store = AnnotationStore(settings.out)
+        self._temp_cache = None
+        cache_dir = settings.cache_dir
+        if cache_dir is None and settings.prefetch > 0:
+            # The background encoder hands its results over through a disk cache.
+            self._temp_cache = cache_dir = Path(tempfile.mkdtemp(prefix="focsam-serve-cache-"))
+        self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
+                                        cache_dir=cache_dir)
+        if settings.refine_at is not None and not self.engine.model.has_refiner:
+            self.refine_at = None  # a plain-SAM export: SAM's protocol on the same page
+        else:
+            self.refine_at = settings.refine_at
+        self.queue = (EncoderQueue(settings.model, cache_dir, self.engine.model.threads,
+                                   self._record_encode)
+                      if settings.prefetch > 0 else None)
+        self._encode_lock = threading.Lock()
+        self._click_lock = threading.Lock()
+        self._lock = threading.Lock()  # the two tables below
+        self._images: OrderedDict[str, OpenImage] = OrderedDict()
+        self._sessions: OrderedDict[str, ObjectSession] = OrderedDict()
+        self._encode_seconds: deque[float] = deque(maxlen=5)
+
+    def start(self) -> None:
+        if self.queue is not None:
+            self.queue.start()
+
+    def close(self) -> None:
+        if self.queue is not None:
+            self.queue.close()
+        if self._temp_cache is not None:
+            shutil.rmtree(self._temp_cache, ignore_errors=True)
+
+    # images
+
+    def open(self, name: str) -> OpenImage:
+        """Start encoding `name` unless it is open already; pre-encode the images after it."""
+        path = self.folder.path(name)
+        with self._lock:
+            entry = self._images.get(name)
+            if entry is None or entry.state == "error":
+                entry = self._images[name] = OpenImage(name)
+                threading.Thread(target=self._encode, args=(entry, path), daemon=True,
+                                 name=f"encode {name}").start()
+            self._images.move_to_end(name)
+            self._forget_old_images()
+        if self.queue is not None:
+            names = self.folder.names()
+            after = names[names.index(name) + 1:][:self.settings.prefetch]
+            self.queue.prefetch([self.folder.root / n for n in after
+                                 if self._prefetchable(self.folder.root / n)])
+        return entry
+
+    def status(self, name: str) -> OpenImage:
+        self.folder.path(name)
+        with self._lock:
+            entry = self._images.get(name)
+        if entry is None:
+            raise LookupError(f"image {name!r} is not open; open it first")
+        return entry
+
+    def expected_encode_seconds(self) -> float | None:
+        return statistics.median(self._encode_seconds) if self._encode_seconds else None
+
+    def image_png(self, name: str) -> bytes:
+        """The engine's pixels of `name` (EXIF orientation applied) as PNG, for the page."""
+        entry = self.status(name)
+        entry.done.wait()
+        if entry.bgr is None:
+            raise ValueError(f"image {name!r} could not be read: {entry.error}")
+        if entry.png is None:
+            ok, png = cv2.imencode(".png", entry.bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if not ok:
+                raise RuntimeError(f"could not encode {name} as PNG")
+            entry.png = png.tobytes()
+        return entry.png
+
+    def ready(self, name: str) -> OpenImage:
+        entry = self.status(name)
+        if entry.state != "ready":
+            raise ValueError(f"image {name!r} is not ready ({entry.state}"
+                             + (f": {entry.error})" if entry.error else "); wait for its encode"))
+        return entry
+
+    # objects and clicks
+
+    def new_session(self, name: str, object_id: int | None = None) -> ObjectSession:
+        """A session on a new object of `name`, or on saved object `object_id` (its clicks
+        replayed, so undo works as before the restart)."""
+        entry = self.ready(name)
+        encoded = entry.encoded
+        saved = self.store.get(name, object_id) if object_id is not None else None
+        refine_at = saved.refine_at if saved is not None else self.refine_at
+        session = ClickSession(self.engine, encoded, refine_at)
+        if saved is None:
+            geometry = encoded.geometry
+            object_id = self.store.new_object_id(name, geometry.height, geometry.width)
+        else:
+            with self._click_lock:
+                for x, y, positive in saved.clicks:
+                    session.click(x, y, positive)
+        live = ObjectSession(secrets.token_urlsafe(18), name, object_id, session)
+        with self._lock:
+            self._sessions[live.id] = live
+            while len(self._sessions) > MAX_SESSIONS:
+                self._sessions.popitem(last=False)
+        return live
+
+    def session(self, session_id: str) -> ObjectSession:
+        with self._lock:
+            live = self._sessions.get(session_id)
+            if live is None:
+                raise LookupError("unknown or expired session id; create a new session")
+            self._sessions.move_to_end(session_id)
+        live.last_used = time.monotonic()
+        return live
+
+    def click(self, live: ObjectSession, x: int, y: int, positive: bool,
+              on_interim: InterimCallback | None = None) -> ClickResult:
+        """Add a click, predict, save: the saved files hold this click when this returns."""
+        with live.lock:
+            live.check_open()
+            with self._click_lock:
+                result = live.session.click(x, y, positive, on_interim)
+            self._save(live)
+        return result
+
+    def undo(self, live: ObjectSession) -> ClickResult | None:
+        with live.lock:
+            live.check_open()
+            result = live.session.undo()
+            self._save(live)
+        return result
+
+    def reset(self, live: ObjectSession) -> None:
+        with live.lock:
+            live.check_open()
+            live.session.reset()
+            self._save(live)
+
+    def objects(self, name: str) -> list[SavedObject]:
+        self.folder.path(name)
+        return self.store.objects(name)
+
+    def delete_object(self, name: str, object_id: int) -> None:
+        """Delete a saved object; sessions on it end (their next request gets a 404)."""
+        self.store.get(name, object_id)
+        with self._lock:
+            for sid in [s.id for s in self._sessions.values()
+                        if s.image == name and s.object_id == object_id]:
+                live = self._sessions.pop(sid)
+                with live.lock:  # after a click in flight, so that none saves after the delete
+                    live.closed = True
+        self.store.delete(name, object_id)
+
+    def encoding_in_background(self) -> bool:
+        return self.queue is not None and self.queue.busy
+
+    # internals
+
+    def _save(self, live: ObjectSession) -> None:
+        session = live.session
+        if session.result is None:
+            self.store.delete(live.image, live.object_id)
+            return
+        self.store.save(live.image, live.object_id, session.result.mask,
+                        [(c.x, c.y, c.positive) for c in session.clicks],
+                        session.result.iou_prediction, session.refine_at,
+                        self.engine.model.model_id)
+
+    def _encode(self, entry: OpenImage, path: Path) -> None:
+        try:
+            entry.bgr = self.folder.load(entry.name)
+            if self.queue is not None:
+                self.queue.take_over(path)
+            with self._encode_lock:
+                entry.encoded = self.engine.open_image(entry.bgr)
+            if not entry.encoded.from_cache:
+                self._record_encode(path, entry.encoded.seconds)
+            entry.state = "ready"
+        except Exception as err:  # shown on the page; the server goes on
+            if not isinstance(err, ValueError):
+                log.exception("encoding %s failed", entry.name)
+            entry.state, entry.error = "error", str(err)
+        finally:
+            entry.done.set()
+
+    def _record_encode(self, path: Path, seconds: float) -> None:
+        self._encode_seconds.append(seconds)
+
+    def _prefetchable(self, path: Path) -> bool:
+        try:
+            self.folder.check(path)
+        except ValueError:
+            return False
+        with self._lock:
+            return path.name not in self._images
+
+    def _forget_old_images(self) -> None:
+        """Keep the pixels of the last few images; sessions keep their embeddings anyway."""
+        while len(self._images) > MAX_OPEN_IMAGES:
+            oldest = next(iter(self._images.values()))
+            if oldest.state == "encoding":
+                break
+            self._images.popitem(last=False)

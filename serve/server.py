@@ -1,0 +1,38 @@
+"""Running the web app: uvicorn on --host/--port, with a token unless the host is loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from focsam_onnx.serve.auth import is_loopback, new_token
+
+
+def require_serve_extra() -> None:
+    """A clear one-line error when the `serve` extra is not installed."""
+    try:
+        import fastapi  # noqa: F401
+        import pycocotools  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(f"focsam-onnx serve needs {err.name}: "
+                           "pip install 'focsam-onnx[serve]'") from None
+
+
+def page_url(host: str, port: int, token: str | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def run_server(settings, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+               announce: Callable[[str], None] = print) -> None:
+    """Serve until interrupted. A non-loopback `host` gets a generated token if none is given."""
+    require_serve_extra()
+    import uvicorn
+
+    from focsam_onnx.serve.app import create_app
+
+    if token is None and not is_loopback(host):
+        token = new_token()
+    app = create_app(settings, token)
+    announce(page_url(host, port, token))
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

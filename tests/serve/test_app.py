@@ -1,0 +1,295 @@
+"""The HTTP API through FastAPI's test client: every endpoint, and the bad requests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from focsam_onnx.engine.image_io import load_image  # noqa: E402
+from focsam_onnx.serve.annotations import SavedObject  # noqa: E402
+from focsam_onnx.serve.app import create_app, mask_runs  # noqa: E402
+from focsam_onnx.serve.labeller import LabellerSettings  # noqa: E402
+
+CLICKS = [(170, 125, True), (60, 55, False), (200, 150, True)]
+
+
+@contextmanager
+def serving(model, images, out, token=None, **options):
+    settings = LabellerSettings(model=model, images=images, out=out, threads=1,
+                                **{"prefetch": 0, **options})
+    with TestClient(create_app(settings, token), base_url="http://127.0.0.1") as client:
+        yield client
+
+
+@pytest.fixture()
+def out(tmp_path):
+    return tmp_path / "labels"
+
+
+@pytest.fixture()
+def client(tiny_model_dir, images_dir, out):
+    with serving(tiny_model_dir, images_dir, out) as client:
+        yield client
+
+
+def open_ready(client, name: str) -> dict:
+    status = client.post(f"/api/images/{name}/open").json()
+    deadline = time.monotonic() + 300
+    while status["state"] == "encoding" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = client.get(f"/api/images/{name}/status").json()
+    assert status["state"] == "ready", status
+    return status
+
+
+def click(client, session_id: str, x: int, y: int, positive: bool = True) -> list[dict]:
+    response = client.post(f"/api/sessions/{session_id}/clicks",
+                           json={"x": x, "y": y, "positive": positive})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    return [json.loads(line) for line in response.text.splitlines() if line]
+
+
+def runs_to_mask(mask: dict) -> np.ndarray:
+    values = np.repeat(np.arange(len(mask["runs"])) % 2 == 1, mask["runs"])
+    return values.reshape(mask["height"], mask["width"])
+
+
+def saved_png(out, image: str, object_id: int) -> np.ndarray:
+    return cv2.imread(str(out / image / f"object_{object_id}.png"), cv2.IMREAD_UNCHANGED)
+
+
+def test_mask_runs_round_trip():
+    rng = np.random.default_rng(0)
+    for mask in (rng.random((7, 9)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)):
+        np.testing.assert_array_equal(runs_to_mask({"height": mask.shape[0],
+                                                    "width": mask.shape[1],
+                                                    "runs": mask_runs(mask)}), mask)
+
+
+def test_health_and_image_list(client):
+    assert client.get("/api/health").json()["variant"] == "tiny"
+    images = client.get("/api/images").json()["images"]
+    assert [i["name"] for i in images] == ["a_shapes.png", "b_flipped.png", "c_rotated.jpg"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert "/api/sessions/{session_id}/clicks" in client.get("/openapi.json").json()["paths"]
+
+
+def test_clicks_stream_interim_then_final_and_save_the_engine_mask(client, images_dir, out,
+                                                                   engine_mask):
+    open_ready(client, "a_shapes.png")
+    session = client.post("/api/sessions", json={"image": "a_shapes.png"}).json()
+    assert session["clicks"] == [] and session["result"] is None
+    sid, oid = session["session_id"], session["object_id"]
+    streams = [click(client, sid, *c) for c in CLICKS]
+    assert [[e["event"] for e in s] for s in streams] == [["final"], ["interim", "final"],
+                                                          ["final"]]
+    interim, refined = streams[1]
+    assert not interim["refined"] and refined["refined"] and refined["refiner_ran"]
+    assert len(interim["clicks"]) == len(refined["clicks"]) == 2
+    expected = engine_mask(images_dir / "a_shapes.png", CLICKS)
+    final = streams[-1][-1]
+    np.testing.assert_array_equal(runs_to_mask(final["mask"]), expected)
+    np.testing.assert_array_equal(saved_png(out, "a_shapes.png", oid), expected * 255)
+    coco = json.loads((out / "a_shapes.png" / "annotations.json").read_text())
+    (entry,) = coco["annotations"]
+    assert entry["clicks"] == [{"x": x, "y": y, "positive": p} for x, y, p in CLICKS]
+    np.testing.assert_array_equal(SavedObject.from_coco(entry).mask(), expected)
+    assert entry["area"] == int(expected.sum())
+    png = client.get(f"/api/images/a_shapes.png/objects/{oid}/mask.png")
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(png.content, np.uint8),
+                                               cv2.IMREAD_UNCHANGED), expected * 255)
+    current = client.get(f"/api/sessions/{sid}/mask.png")
+    assert current.status_code == 200 and current.content == png.content
+
+
+def test_undo_reset_and_delete(client, images_dir, out, engine_mask):
+    open_ready(client, "a_shapes.png")
+    sid = client.post("/api/sessions", json={"image": "a_shapes.png"}).json()["session_id"]
+    undo = client.post(f"/api/sessions/{sid}/undo")
+    assert undo.status_code == 400 and "nothing to undo" in undo.json()["detail"]
+    for c in CLICKS[:2]:
+        click(client, sid, *c)
+    state = client.post(f"/api/sessions/{sid}/undo").json()
+    assert state["clicks"] == [list(CLICKS[0])]
+    expected = engine_mask(images_dir / "a_shapes.png", CLICKS[:1])
+    np.testing.assert_array_equal(runs_to_mask(state["result"]["mask"]), expected)
+    np.testing.assert_array_equal(saved_png(out, "a_shapes.png", 1), expected * 255)
+    assert client.post(f"/api/sessions/{sid}/reset").json()["result"] is None
+    assert client.get("/api/images/a_shapes.png/objects").json()["objects"] == []
+    assert not (out / "a_shapes.png" / "object_1.png").exists()
+    click(client, sid, *CLICKS[0])
+    assert client.delete("/api/images/a_shapes.png/objects/1").json() == {"deleted": 1}
+    assert client.get("/api/images/a_shapes.png/objects").json()["objects"] == []
+    gone = client.post(f"/api/sessions/{sid}/clicks", json={"x": 1, "y": 1})
+    assert gone.status_code == 404 and "unknown or expired session" in gone.json()["detail"]
+    assert client.delete("/api/images/a_shapes.png/objects/1").status_code == 404
+
+
+def test_objects_survive_a_restart_and_a_session_resumes_them(tiny_model_dir, images_dir, out,
+                                                              engine_mask):
+    with serving(tiny_model_dir, images_dir, out) as client:
+        open_ready(client, "b_flipped.png")
+        for clicks in (CLICKS[:2], CLICKS[2:]):
+            sid = client.post("/api/sessions", json={"image": "b_flipped.png"}).json()
+            for c in clicks:
+                click(client, sid["session_id"], *c)
+    with serving(tiny_model_dir, images_dir, out) as client:
+        listed = client.get("/api/images").json()["images"]
+        assert {i["name"]: i["objects"] for i in listed}["b_flipped.png"] == 2
+        objects = client.get("/api/images/b_flipped.png/objects").json()["objects"]
+        assert [o["object_id"] for o in objects] == [1, 2]
+        expected = engine_mask(images_dir / "b_flipped.png", CLICKS[:2])
+        np.testing.assert_array_equal(runs_to_mask(objects[0]["mask"]), expected)
+        open_ready(client, "b_flipped.png")
+        resumed = client.post("/api/sessions", json={"image": "b_flipped.png",
+                                                     "object_id": 1}).json()
+        assert resumed["clicks"] == [list(c) for c in CLICKS[:2]]
+        np.testing.assert_array_equal(runs_to_mask(resumed["result"]["mask"]), expected)
+        state = client.post(f"/api/sessions/{resumed['session_id']}/undo").json()
+        assert state["clicks"] == [list(CLICKS[0])]
+        new = client.post("/api/sessions", json={"image": "b_flipped.png"}).json()
+        assert new["object_id"] == 3  # ids are never reused
+        coco = client.get("/api/annotations").json()
+        assert [(a["image_id"], a["object_id"]) for a in coco["annotations"]] == [(1, 1), (1, 2)]
+        assert coco["images"][0]["file_name"] == "b_flipped.png"
+
+
+def test_page_gets_the_engine_pixels_of_an_exif_rotated_jpeg(client, images_dir):
+    status = open_ready(client, "c_rotated.jpg")
+    engine_pixels = load_image(images_dir / "c_rotated.jpg")
+    assert (status["height"], status["width"]) == engine_pixels.shape[:2] == (320, 240)
+    png = client.get("/api/images/c_rotated.jpg/image")
+    assert png.headers["content-type"] == "image/png"
+    served = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(served, engine_pixels)
+
+
+@pytest.mark.parametrize("name", ["..%2Fimages%2Fa_shapes.png", "%2E%2E%2Fimages%2Fa_shapes.png",
+                                  "%2Fetc%2Fpasswd", "..", "a_shapes.png%00.png",
+                                  "missing.png", ".hidden.png"])
+def test_unknown_names_and_traversal_are_404(client, name):
+    for response in (client.post(f"/api/images/{name}/open"),
+                     client.get(f"/api/images/{name}/image"),
+                     client.get(f"/api/images/{name}/objects")):
+        assert response.status_code == 404, (name, response.text)
+        assert "Traceback" not in response.text
+
+
+def test_bad_requests_get_a_4xx_with_a_message(client):
+    open_ready(client, "a_shapes.png")
+    sid = client.post("/api/sessions", json={"image": "a_shapes.png"}).json()["session_id"]
+    outside = client.post(f"/api/sessions/{sid}/clicks", json={"x": 320, "y": 10})
+    assert outside.status_code == 400 and "outside the 320x240 image" in outside.json()["detail"]
+    negative = client.post(f"/api/sessions/{sid}/clicks", json={"x": -1, "y": 10})
+    assert negative.status_code == 400
+    assert client.post(f"/api/sessions/{sid}/clicks", json={"x": "left"}).status_code == 422
+    assert client.post("/api/sessions/nope/undo").status_code == 404
+    assert client.post("/api/sessions", json={"image": "b_flipped.png"}).status_code == 404
+    not_open = client.post("/api/sessions", json={"image": "b_flipped.png"}).json()
+    assert "not open" in not_open["detail"]
+    resume = client.post("/api/sessions", json={"image": "a_shapes.png", "object_id": 9})
+    assert resume.status_code == 404 and "no saved object 9" in resume.json()["detail"]
+    assert client.get(f"/api/sessions/{sid}/mask.png").status_code == 400
+
+
+def test_uploads_are_checked(client, images_dir):
+    good = cv2.imencode(".png", load_image(images_dir / "a_shapes.png")[:64, :80])[1].tobytes()
+    name = client.post("/api/images?filename=../../evil name.png", content=good).json()["image"]
+    assert name == "evil_name.png" and (images_dir / name).is_file()
+    assert client.post("/api/images?filename=evil name.png",
+                       content=good).json()["image"] == "evil_name_2.png"
+    corrupt = client.post("/api/images?filename=x.png", content=good[: len(good) // 2])
+    assert corrupt.status_code == 400 and "x.png" in corrupt.json()["detail"]
+    junk = client.post("/api/images?filename=x.png", content=b"not an image at all")
+    assert junk.status_code == 400 and "not a readable image" in junk.json()["detail"]
+    assert client.post("/api/images?filename=x.png", content=b"").status_code == 400
+    too_big = client.post("/api/images?filename=x.png", content=b"0" * (50 << 20 | 1))
+    assert too_big.status_code == 413
+    # A decompression bomb: a tiny file announcing 100 megapixels is refused unread.
+    bomb = cv2.imencode(".png", np.zeros((10_000, 10_000), np.uint8))[1].tobytes()
+    refused = client.post("/api/images?filename=bomb.png", content=bomb)
+    assert refused.status_code == 400 and "over the limit" in refused.json()["detail"]
+    names = [i["name"] for i in client.get("/api/images").json()["images"]]
+    assert names == ["a_shapes.png", "b_flipped.png", "c_rotated.jpg", "evil_name.png",
+                     "evil_name_2.png"]
+
+
+def test_unreadable_annotations_are_reported_and_kept(client, out):
+    folder = out / "a_shapes.png"
+    folder.mkdir(parents=True)
+    (folder / "annotations.json").write_text("{broken")
+    response = client.get("/api/images/a_shapes.png/objects")
+    assert response.status_code == 400 and "will not overwrite it" in response.json()["detail"]
+    assert (folder / "annotations.json").read_text() == "{broken"
+
+
+def test_token_is_required_when_set(tiny_model_dir, images_dir, out):
+    with serving(tiny_model_dir, images_dir, out, token="s3cret") as client:
+        missing = client.get("/api/images")
+        assert missing.status_code == 401 and "token is required" in missing.json()["detail"]
+        wrong = client.get("/api/images", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and "wrong token" in wrong.json()["detail"]
+        assert client.get("/api/images?token=nope").status_code == 401
+        assert client.get("/api/images", headers={"Authorization": "Bearer s3cret"}).is_success
+        assert client.get("/api/images", headers={"X-FocSAM-Token": "s3cret"}).is_success
+        page = client.get("/?token=s3cret")
+        assert page.is_success and "focsam_token=s3cret" in page.headers["set-cookie"]
+        assert client.get("/api/images").is_success  # the cookie now carries it
+
+
+def test_loopback_server_refuses_other_host_names(client):
+    refused = client.get("/api/images", headers={"Host": "attacker.example:8000"})
+    assert refused.status_code == 403 and "loopback" in refused.json()["detail"]
+    assert client.get("/api/images", headers={"Host": "localhost:8000"}).is_success
+
+
+def test_concurrent_sessions_are_isolated(client, images_dir, engine_mask):
+    open_ready(client, "a_shapes.png")
+    plans = [CLICKS, [(30, 200, True), (250, 40, False), (100, 100, True)]]
+    sessions = [client.post("/api/sessions", json={"image": "a_shapes.png"}).json()
+                for _ in plans]
+    finals: dict[int, dict] = {}
+
+    def label(i: int) -> None:
+        for c in plans[i]:
+            finals[i] = click(client, sessions[i]["session_id"], *c)[-1]
+
+    threads = [threading.Thread(target=label, args=(i,)) for i in range(len(plans))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, plan in enumerate(plans):
+        np.testing.assert_array_equal(runs_to_mask(finals[i]["mask"]),
+                                      engine_mask(images_dir / "a_shapes.png", plan))
+    assert len(client.get("/api/images/a_shapes.png/objects").json()["objects"]) == 2
+
+
+def test_background_encoding_fills_the_cache(tiny_model_dir, images_dir, out, tmp_path):
+    cache = tmp_path / "cache"
+    with serving(tiny_model_dir, images_dir, out, prefetch=2, cache_dir=cache) as client:
+        open_ready(client, "a_shapes.png")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            background = client.get("/api/images/a_shapes.png/status").json()["background"]
+            if background["encoded"] == 2 and background["running"] is None:
+                break
+            time.sleep(0.1)
+        assert background == {"running": None, "pending": [], "encoded": 2}
+        assert len(list(cache.glob("*.bin"))) == 3
+        for name in ("b_flipped.png", "c_rotated.jpg"):
+            assert open_ready(client, name)["from_cache"] is True
+        labeller = client.app.state.labeller
+        assert labeller.engine.encoder_runs == 1  # only the opened image, in the foreground

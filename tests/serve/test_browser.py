@@ -1,0 +1,195 @@
+"""The page as a person uses it: a real headless Chromium clicking on the canvas of a real server.
+
+Playwright drives Debian's chromium (`/usr/bin/chromium`, installed by .ci/run); the server is
+`focsam-onnx serve` in a subprocess on a free loopback port, always stopped by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+WAIT_MS = 300_000  # a shared 2-core machine can be slow; nothing here asserts a time
+SCREENSHOT = Path(os.environ.get("FOCSAM_SCREENSHOT_DIR", "/tmp")) / "focsam-serve-test.png"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`focsam-onnx serve` in a subprocess; `kill()` is SIGKILL, as a crash would be."""
+
+    def __init__(self, model: Path, images: Path, out: Path, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.argv = [sys.executable, "-m", "focsam_onnx.cli", "serve", "--model", str(model),
+                     "--images", str(images), "--out", str(out), "--port", str(self.port),
+                     "--threads", "1", "--prefetch", "1"]
+        self.log = log
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited: {self.log.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "api/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"server did not come up: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture()
+def server(tiny_model_dir, images_dir, tmp_path):
+    server = Server(tiny_model_dir, images_dir, tmp_path / "labels", tmp_path / "server.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.kill()
+
+
+def click_pixel(page, x: int, y: int, size: tuple[int, int], button: str = "left") -> None:
+    """Click image pixel (x, y): Chromium truncates event coordinates to whole CSS pixels, so
+    aim at the first whole CSS pixel inside that image pixel."""
+    box = page.evaluate("(() => { const r = pointsCanvas.getBoundingClientRect(); "
+                        "return [r.left, r.top, r.width, r.height]; })()")
+    sx, sy = box[2] / size[0], box[3] / size[1]
+    assert sx >= 1 and sy >= 1, box  # shown at least at natural size, so every pixel is hit
+    page.mouse.click(_whole_css_pixel(box[0], sx, x, size[0]),
+                     _whole_css_pixel(box[1], sy, y, size[1]), button=button)
+
+
+def _whole_css_pixel(start: float, scale: float, pixel: int, extent: int) -> int:
+    """The first whole CSS coordinate that the page maps to image pixel `pixel`, as it does:
+    floor((client - start) * extent / (scale * extent))."""
+    client = math.ceil(start + pixel * scale)
+    while math.floor((client - start) * extent / (scale * extent)) < pixel:
+        client += 1
+    return client
+
+
+def finals(page) -> int:
+    return page.evaluate("window.focsamEvents.filter(e => e.event === 'final').length")
+
+
+def wait_for_event(page, kind: str, count: int) -> None:
+    page.wait_for_function(f"window.focsamEvents.filter(e => e.event === '{kind}').length "
+                           f">= {count}", timeout=WAIT_MS)
+
+
+def saved(labels: Path, image: str) -> tuple[dict, dict[int, np.ndarray]]:
+    coco = json.loads((labels / image / "annotations.json").read_text())
+    masks = {a["id"]: cv2.imread(str(labels / image / a["mask_file"]), cv2.IMREAD_UNCHANGED)
+             for a in coco["annotations"]}
+    return coco, masks
+
+
+def clicks_of(coco: dict, object_id: int) -> list[tuple[int, int, bool]]:
+    (entry,) = [a for a in coco["annotations"] if a["id"] == object_id]
+    return [(c["x"], c["y"], c["positive"]) for c in entry["clicks"]]
+
+
+def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask):
+    labels, image = tmp_path / "labels", "c_rotated.jpg"  # EXIF-rotated: 240 wide, 320 high
+    size = (240, 320)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector('body[data-ready="a_shapes.png"]', timeout=WAIT_MS)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("d")
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    natural = page.evaluate("[photo.naturalWidth, photo.naturalHeight]")
+    assert tuple(natural) == size  # the page shows the pixels the engine segments
+
+    first = [(120, 170, True), (60, 40, False)]
+    click_pixel(page, *first[0][:2], size)
+    wait_for_event(page, "final", 1)
+    click_pixel(page, *first[1][:2], size, button="right")
+    wait_for_event(page, "final", 2)
+    events = page.evaluate("window.focsamEvents")
+    assert [(e["event"], e["clicks"]) for e in events] == [
+        ("final", 1), ("interim", 2), ("final", 2)]  # the unrefined mask first, then refined
+    assert not events[1]["refined"] and events[2]["refined"]
+    coco, masks = saved(labels, image)
+    assert clicks_of(coco, 1) == first
+    np.testing.assert_array_equal(masks[1], engine_mask(images_dir / image, first) * 255)
+
+    click_pixel(page, 200, 250, size)
+    wait_for_event(page, "final", 3)
+    assert clicks_of(saved(labels, image)[0], 1) == [*first, (200, 250, True)]
+    page.keyboard.press("Control+z")
+    wait_for_event(page, "undo", 1)
+    coco, masks = saved(labels, image)
+    assert clicks_of(coco, 1) == first
+    np.testing.assert_array_equal(masks[1], engine_mask(images_dir / image, first) * 255)
+
+    page.keyboard.press("n")
+    second = [(30, 290, True)]
+    click_pixel(page, *second[0][:2], size)
+    wait_for_event(page, "final", 4)
+    coco, masks = saved(labels, image)
+    assert sorted(masks) == [1, 2] and clicks_of(coco, 2) == second
+    np.testing.assert_array_equal(masks[2], engine_mask(images_dir / image, second) * 255)
+    assert page.locator("#objects li").count() == 2
+    screenshot = tmp_path / "serve.png"
+    page.screenshot(path=str(screenshot))
+    shutil.copy(screenshot, SCREENSHOT)
+    print(f"screenshot of the page: {SCREENSHOT}")
+
+    page.reload()
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    assert page.locator("#objects li").count() == 2
+    labels_before = (labels / image / "annotations.json").read_text()
+    server.kill()
+    server.start()
+    page.reload()
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    texts = page.locator("#objects li .label").all_inner_texts()
+    assert [t.split(" · ")[:2] for t in texts] == [["Object 1", "2 clicks"],
+                                                   ["Object 2", "1 click"]]
+    assert (labels / image / "annotations.json").read_text() == labels_before
+    page.close()
