@@ -8,6 +8,7 @@ event (the unrefined mask) comes before the `final` one.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
@@ -45,17 +46,11 @@ class ClickIn(BaseModel):
     positive: bool = Field(True, description="True: on the object; False: background.")
 
 
-def mask_runs(mask: np.ndarray) -> list[int]:
-    """Row-major run lengths of an (H, W) bool mask, starting with a (possibly empty) 0-run."""
-    flat = mask.ravel()
-    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    bounds = np.concatenate(([0], edges, [flat.size]))
-    runs = np.diff(bounds).tolist()
-    return [0, *runs] if flat.size and flat[0] else runs
-
-
-def _mask_json(mask: np.ndarray) -> dict:
-    return {"height": int(mask.shape[0]), "width": int(mask.shape[1]), "runs": mask_runs(mask)}
+def mask_json(mask: np.ndarray) -> dict:
+    """An (H, W) bool mask as row-major bits, most significant first, base64: H*W/8 bytes
+    whatever the mask looks like (run lengths explode on a random-weights model's noise)."""
+    bits = base64.b64encode(np.packbits(mask.ravel()).tobytes()).decode("ascii")
+    return {"height": int(mask.shape[0]), "width": int(mask.shape[1]), "bits": bits}
 
 
 def _result_json(result: ClickResult | None) -> dict | None:
@@ -64,7 +59,7 @@ def _result_json(result: ClickResult | None) -> dict | None:
     return {"iou": result.iou_prediction, "refined": result.refined,
             "refiner_ran": result.roi is not None,
             "engine_ms": round(result.timings_ms.get("total", 0.0), 2),
-            "mask": _mask_json(result.mask)}
+            "mask": mask_json(result.mask)}
 
 
 def _session_json(live: ObjectSession) -> dict:
@@ -77,7 +72,7 @@ def _object_json(obj: SavedObject, with_mask: bool = True) -> dict:
     entry = {"object_id": obj.id, "clicks": [list(c) for c in obj.clicks], "area": obj.area,
              "bbox": list(obj.bbox), "iou": obj.predicted_iou}
     if with_mask:
-        entry["mask"] = _mask_json(obj.mask())
+        entry["mask"] = mask_json(obj.mask())
     return entry
 
 
@@ -166,7 +161,7 @@ def create_app(settings: LabellerSettings, token: str | None = None) -> FastAPI:
 
     @app.get("/api/images/{name}/objects")
     def list_objects(name: str, masks: bool = True):
-        """The saved objects of the image (masks as row-major run lengths)."""
+        """The saved objects of the image (masks as base64 row-major bits)."""
         return {"image": name,
                 "objects": [_object_json(o, masks) for o in labeller.objects(name)]}
 

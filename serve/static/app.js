@@ -53,7 +53,7 @@ function showMessage(text) {
 function colour(objectId) { return PALETTE[(objectId - 1) % PALETTE.length]; }
 
 function maskCanvas(mask, rgb) {
-  // Row-major run lengths (0-run first) -> a canvas with the object's colour where it is set.
+  // Base64 row-major bits (most significant first) -> a canvas in the object's colour.
   const canvas = document.createElement("canvas");
   canvas.width = mask.width;
   canvas.height = mask.height;
@@ -61,11 +61,13 @@ function maskCanvas(mask, rgb) {
   const image = ctx.createImageData(mask.width, mask.height);
   const pixels = new Uint32Array(image.data.buffer);
   const packed = ((255 << 24) | (rgb[2] << 16) | (rgb[1] << 8) | rgb[0]) >>> 0;  // little endian
-  let at = 0, on = false;
-  for (const run of mask.runs) {
-    if (on) pixels.fill(packed, at, at + run);
-    at += run;
-    on = !on;
+  const bytes = atob(mask.bits);
+  for (let i = 0; i < bytes.length; i++) {
+    const byte = bytes.charCodeAt(i);
+    if (byte === 0) continue;
+    for (let bit = 0; bit < 8; bit++) {
+      if (byte & (128 >> bit)) pixels[i * 8 + bit] = packed;
+    }
   }
   ctx.putImageData(image, 0, 0);
   return canvas;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from focsam_onnx.engine.image_io import load_image  # noqa: E402
 from focsam_onnx.serve.annotations import SavedObject  # noqa: E402
-from focsam_onnx.serve.app import create_app, mask_runs  # noqa: E402
+from focsam_onnx.serve.app import create_app, mask_json  # noqa: E402
 from focsam_onnx.serve.labeller import LabellerSettings  # noqa: E402
 
 CLICKS = [(170, 125, True), (60, 55, False), (200, 150, True)]
@@ -59,21 +60,20 @@ def click(client, session_id: str, x: int, y: int, positive: bool = True) -> lis
     return [json.loads(line) for line in response.text.splitlines() if line]
 
 
-def runs_to_mask(mask: dict) -> np.ndarray:
-    values = np.repeat(np.arange(len(mask["runs"])) % 2 == 1, mask["runs"])
-    return values.reshape(mask["height"], mask["width"])
+def decoded(mask: dict) -> np.ndarray:
+    bits = np.frombuffer(base64.b64decode(mask["bits"]), np.uint8)
+    count = mask["height"] * mask["width"]
+    return np.unpackbits(bits, count=count).astype(bool).reshape(mask["height"], mask["width"])
 
 
 def saved_png(out, image: str, object_id: int) -> np.ndarray:
     return cv2.imread(str(out / image / f"object_{object_id}.png"), cv2.IMREAD_UNCHANGED)
 
 
-def test_mask_runs_round_trip():
+def test_mask_json_round_trip():
     rng = np.random.default_rng(0)
     for mask in (rng.random((7, 9)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)):
-        np.testing.assert_array_equal(runs_to_mask({"height": mask.shape[0],
-                                                    "width": mask.shape[1],
-                                                    "runs": mask_runs(mask)}), mask)
+        np.testing.assert_array_equal(decoded(mask_json(mask)), mask)
 
 
 def test_health_and_image_list(client):
@@ -100,7 +100,7 @@ def test_clicks_stream_interim_then_final_and_save_the_engine_mask(client, image
     assert len(interim["clicks"]) == len(refined["clicks"]) == 2
     expected = engine_mask(images_dir / "a_shapes.png", CLICKS)
     final = streams[-1][-1]
-    np.testing.assert_array_equal(runs_to_mask(final["mask"]), expected)
+    np.testing.assert_array_equal(decoded(final["mask"]), expected)
     np.testing.assert_array_equal(saved_png(out, "a_shapes.png", oid), expected * 255)
     coco = json.loads((out / "a_shapes.png" / "annotations.json").read_text())
     (entry,) = coco["annotations"]
@@ -124,7 +124,7 @@ def test_undo_reset_and_delete(client, images_dir, out, engine_mask):
     state = client.post(f"/api/sessions/{sid}/undo").json()
     assert state["clicks"] == [list(CLICKS[0])]
     expected = engine_mask(images_dir / "a_shapes.png", CLICKS[:1])
-    np.testing.assert_array_equal(runs_to_mask(state["result"]["mask"]), expected)
+    np.testing.assert_array_equal(decoded(state["result"]["mask"]), expected)
     np.testing.assert_array_equal(saved_png(out, "a_shapes.png", 1), expected * 255)
     assert client.post(f"/api/sessions/{sid}/reset").json()["result"] is None
     assert client.get("/api/images/a_shapes.png/objects").json()["objects"] == []
@@ -151,12 +151,12 @@ def test_objects_survive_a_restart_and_a_session_resumes_them(tiny_model_dir, im
         objects = client.get("/api/images/b_flipped.png/objects").json()["objects"]
         assert [o["object_id"] for o in objects] == [1, 2]
         expected = engine_mask(images_dir / "b_flipped.png", CLICKS[:2])
-        np.testing.assert_array_equal(runs_to_mask(objects[0]["mask"]), expected)
+        np.testing.assert_array_equal(decoded(objects[0]["mask"]), expected)
         open_ready(client, "b_flipped.png")
         resumed = client.post("/api/sessions", json={"image": "b_flipped.png",
                                                      "object_id": 1}).json()
         assert resumed["clicks"] == [list(c) for c in CLICKS[:2]]
-        np.testing.assert_array_equal(runs_to_mask(resumed["result"]["mask"]), expected)
+        np.testing.assert_array_equal(decoded(resumed["result"]["mask"]), expected)
         state = client.post(f"/api/sessions/{resumed['session_id']}/undo").json()
         assert state["clicks"] == [list(CLICKS[0])]
         new = client.post("/api/sessions", json={"image": "b_flipped.png"}).json()
@@ -272,7 +272,7 @@ def test_concurrent_sessions_are_isolated(client, images_dir, engine_mask):
     for t in threads:
         t.join()
     for i, plan in enumerate(plans):
-        np.testing.assert_array_equal(runs_to_mask(finals[i]["mask"]),
+        np.testing.assert_array_equal(decoded(finals[i]["mask"]),
                                       engine_mask(images_dir / "a_shapes.png", plan))
     assert len(client.get("/api/images/a_shapes.png/objects").json()["objects"]) == 2
 
