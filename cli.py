@@ -116,12 +116,29 @@ def parse_clicks(text: str) -> list[tuple[int, int, bool]]:
     return clicks
 
 
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """"X0,Y0,X1,Y1" -> (x0, y0, x1, y1): top-left and bottom-right corner, original pixels."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        x0, y0, x1, y1 = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"box {text!r} is not X0,Y0,X1,Y1 (e.g. '40,30,220,180': top-left "
+                         "and bottom-right corner in image pixels)") from None
+    return x0, y0, x1, y1
+
+
 @app.command()
 def segment(
     image: Path = typer.Argument(..., help="Image file (any format OpenCV reads)."),
     model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
-    clicks: str = typer.Option(..., "--clicks", help="'X,Y,+;X,Y,-;...' in original image "
-                                                     "pixels (x column, y row), applied in order."),
+    clicks: str | None = typer.Option(
+        None, "--clicks", help="'X,Y,+;X,Y,-;...' in original image pixels (x column, y row), "
+                               "applied in order."),
+    box: str | None = typer.Option(
+        None, "--box", help="'X0,Y0,X1,Y1' box prompt in original image pixels; it comes "
+                            "first, then the clicks are added to it one by one."),
     out: Path = typer.Option(Path("mask.png"), "--out", help="Mask PNG (255 object, 0 rest)."),
     overlay: Path | None = typer.Option(None, help="Also write the image with mask and clicks."),
     cache_dir: Path | None = typer.Option(
@@ -131,7 +148,7 @@ def segment(
         None, help="Click index (0-based) where the focus refiner runs; -1 disables it (plain "
                    "SAM on the same graphs). Default: 1 (upstream), or -1 for plain-SAM exports."),
 ):
-    """Segment one object of IMAGE from clicks, and write its mask."""
+    """Segment one object of IMAGE from clicks and/or a box, and write its mask."""
     import cv2
 
     from focsam_onnx.engine.click_session import ClickSession
@@ -140,24 +157,30 @@ def segment(
     from focsam_onnx.engine.runtime import FocSAMEngine
 
     try:
-        parsed = parse_clicks(clicks)
+        if clicks is None and box is None:
+            raise ValueError("give --clicks, --box or both")
+        parsed = parse_clicks(clicks) if clicks is not None else []
+        parsed_box = parse_box(box) if box is not None else None
         bgr = load_image(image)
         engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir)
         encoded = engine.open_image(bgr)
         if refine_at is None:
             refine_at = 1 if engine.model.has_refiner else -1
         session = ClickSession(engine, encoded, None if refine_at < 0 else refine_at)
-        results = [session.click(x, y, positive) for x, y, positive in parsed]
+        results = [session.set_box(*parsed_box)] if parsed_box is not None else []
+        results += [session.click(x, y, positive) for x, y, positive in parsed]
     except ValueError as err:
         fail(str(err))
     how = "from cache" if encoded.from_cache else "encoder"
     console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, embeddings {how} "
                   f"in {encoded.seconds * 1000:.0f} ms")
-    table = Table("click", "x", "y", "label", "refined", "pred. IoU", "ms")
-    for i, ((x, y, positive), r) in enumerate(zip(parsed, results), 1):
+    table = Table("step", "prompt", "refined", "pred. IoU", "ms")
+    prompts = ([f"box {box.strip()}"] if parsed_box is not None else []) + [
+        f"click {x},{y},{'+' if positive else '-'}" for x, y, positive in parsed]
+    for i, (prompt, r) in enumerate(zip(prompts, results), 1):
         refined = "ran" if r.roi is not None else ("yes" if r.refined else "no")
-        table.add_row(str(i), str(x), str(y), "+" if positive else "-", refined,
-                      f"{r.iou_prediction:.3f}", f"{r.timings_ms['total']:.1f}")
+        table.add_row(str(i), prompt, refined, f"{r.iou_prediction:.3f}",
+                      f"{r.timings_ms['total']:.1f}")
     console.print(table)
     mask = results[-1].mask
     _write_png(out, mask.astype("uint8") * 255, cv2)

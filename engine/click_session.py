@@ -6,6 +6,12 @@ the ORIGINAL embeddings gives the ROI and the mask token, the refiner runs once,
 every later step decode on the refined embeddings. refine_at=None is the plain SAM baseline.
 An interactive front end can be handed the coarse mask of the refine step before the refiner
 runs (`on_interim`); it changes nothing in the session's state.
+
+A box (`set_box`) is one more prompt of the object, sent with every later step's clicks as
+segment-anything's predictor sends it (clicks, then the two corners, no padding point). Setting
+it is a step like a click: a box-first interaction predicts from the box alone at step 0, and
+the refiner runs at step `refine_at` as usual, its ROI taken from that step's coarse mask
+(decoded from the box and the clicks), not from the box itself.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class ClickResult:
 @dataclass(frozen=True)
 class _State:
     clicks: tuple[Click, ...] = ()
+    box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1), original pixels
     prev_logits: np.ndarray | None = None
     refined_embeddings: np.ndarray | None = None
     result: ClickResult | None = None
@@ -66,6 +73,10 @@ class ClickSession:
         return self._state.clicks
 
     @property
+    def box(self) -> tuple[float, float, float, float] | None:
+        return self._state.box
+
+    @property
     def steps(self) -> int:
         """Predictions made so far (a step may add no click, as in upstream's evaluation)."""
         return len(self._history) - 1
@@ -83,6 +94,13 @@ class ClickSession:
         """Add a click at pixel (x, y) of the original image (column x, row y) and predict."""
         return self.step(self._validated(x, y, positive), on_interim)
 
+    def set_box(self, x0: float, y0: float, x1: float, y1: float,
+                on_interim: InterimCallback | None = None) -> ClickResult:
+        """Set (or replace) the object's box, in original image pixels (x0, y0 top-left,
+        x1, y1 bottom-right), and predict: one step, undone by `undo`."""
+        return self._advance(self._state.clicks, self._validated_box(x0, y0, x1, y1),
+                             on_interim)
+
     def step(self, click: Click | None,
              on_interim: InterimCallback | None = None) -> ClickResult:
         """One protocol step: add `click` (None: keep the clicks as they are) and predict.
@@ -91,11 +109,16 @@ class ClickSession:
         (unrefined) result, so a user sees a mask while the refiner runs.
         """
         state = self._state
-        clicks = state.clicks + ((click,) if click is not None else ())
-        if not clicks:
-            raise ValueError("the first step needs a click")
-        result, refined = self._predict(clicks, state, on_interim)
-        self._history.append(_State(clicks, result.low_res_logits, refined, result))
+        return self._advance(state.clicks + ((click,) if click is not None else ()), state.box,
+                             on_interim)
+
+    def _advance(self, clicks: tuple[Click, ...], box: tuple[float, float, float, float] | None,
+                 on_interim: InterimCallback | None) -> ClickResult:
+        if not clicks and box is None:
+            raise ValueError("the first step needs a click or a box")
+        state = self._state
+        result, refined = self._predict(clicks, box, state, on_interim)
+        self._history.append(_State(clicks, box, result.low_res_logits, refined, result))
         return result
 
     def undo(self) -> ClickResult | None:
@@ -119,15 +142,29 @@ class ClickSession:
                              f"0 <= y < {geometry.height})")
         return Click(y=int(y), x=int(x), positive=bool(positive))
 
-    def _predict(self, clicks: tuple[Click, ...], state: _State,
+    def _validated_box(self, x0: float, y0: float, x1: float,
+                       y1: float) -> tuple[float, float, float, float]:
+        geometry = self.image.geometry
+        box = tuple(float(v) for v in (x0, y0, x1, y1))
+        if not (0 <= box[0] < box[2] <= geometry.width
+                and 0 <= box[1] < box[3] <= geometry.height):
+            raise ValueError(f"box {box} must satisfy 0 <= x0 < x1 <= {geometry.width} and "
+                             f"0 <= y0 < y1 <= {geometry.height} (the image's pixels)")
+        return box
+
+    def _predict(self, clicks: tuple[Click, ...], box: tuple[float, float, float, float] | None,
+                 state: _State,
                  on_interim: InterimCallback | None) -> tuple[ClickResult, np.ndarray | None]:
         engine, timings = self.engine, {}
-        coords = self.image.geometry.to_network(np.array([c.xy for c in clicks], np.float64))
+        geometry = self.image.geometry
+        coords = geometry.to_network(np.array([c.xy for c in clicks], np.float64).reshape(-1, 2))
         labels = np.array([1.0 if c.positive else 0.0 for c in clicks], np.float32)
+        net_box = None if box is None else geometry.to_network(
+            np.array(box, np.float64).reshape(2, 2)).reshape(4)
         refined, roi = state.refined_embeddings, None
         if refined is None and self.refine_at is not None and self.steps == self.refine_at:
             start = time.perf_counter()
-            coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits)
+            coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits, net_box)
             roi = engine.roi(coarse.low_res_logits)
             timings["coarse_decode"] = _ms_since(start)
             if on_interim is not None:
@@ -139,7 +176,7 @@ class ClickSession:
             timings["refine"] = _ms_since(start)
         start = time.perf_counter()
         embeddings = refined if refined is not None else self.image.embeddings
-        decoded = engine.decode(embeddings, coords, labels, state.prev_logits)
+        decoded = engine.decode(embeddings, coords, labels, state.prev_logits, net_box)
         timings["decode"] = _ms_since(start)
         start = time.perf_counter()
         mask = logits_to_mask(decoded.low_res_logits, self.image.geometry)

@@ -124,9 +124,11 @@ DECODER = GraphSpec(
     "decoder.onnx",
     inputs=(
         EMBEDDINGS,
-        # (x, y) in the resized 1024 frame without the +0.5; the caller appends the padding point.
+        # (x, y) in the resized 1024 frame without the +0.5; the caller appends the box corners
+        # or (no box) the padding point.
         TensorSpec("point_coords", (1, "num_points", 2)),
-        TensorSpec("point_labels", (1, "num_points")),  # 1 positive, 0 negative, -1 padding
+        # 1 positive, 0 negative, 2 / 3 box top-left / bottom-right, -1 padding
+        TensorSpec("point_labels", (1, "num_points")),
         TensorSpec("mask_input", LOW_RES_SHAPE),  # previous low-res logits
         TensorSpec("has_mask_input", (1,)),  # 1: use mask_input; 0: the no-mask embedding
     ),

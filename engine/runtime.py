@@ -20,6 +20,28 @@ from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
 from focsam_onnx.engine.roi import Roi, roi_from_logits
 
 NO_MASK = np.zeros(LOW_RES_SHAPE, np.float32)
+PAD_LABEL = -1.0  # the padding point, sent when there is no box
+BOX_LABELS = (2.0, 3.0)  # a box's top-left and bottom-right corners
+
+
+def point_list(coords: np.ndarray, labels: np.ndarray,
+               box: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's point inputs, as upstream's prompt encoder builds them.
+
+    coords: (N, 2) (x, y) in the 1024 frame; labels: (N,) 1/0; box: (4,) (x0, y0, x1, y1) in
+    the 1024 frame or None. Returns point_coords (1, M, 2) and point_labels (1, M) float32:
+    the clicks, then the box's corners labelled 2 and 3, or, without a box, the padding point
+    (0, 0) labelled -1 (segment-anything pads only when no box is given).
+    """
+    coords = np.asarray(coords, np.float32).reshape(-1, 2)
+    labels = np.asarray(labels, np.float32).reshape(-1)
+    if box is None:
+        extra_xy, extra_labels = np.zeros((1, 2), np.float32), [PAD_LABEL]
+    else:
+        extra_xy, extra_labels = np.asarray(box, np.float32).reshape(2, 2), list(BOX_LABELS)
+    point_coords = np.concatenate([coords, extra_xy])[None]
+    point_labels = np.concatenate([labels, np.array(extra_labels, np.float32)])[None]
+    return point_coords, point_labels
 
 
 @dataclass(frozen=True)
@@ -78,17 +100,14 @@ class FocSAMEngine:
         return out
 
     def decode(self, embeddings: np.ndarray, coords: np.ndarray, labels: np.ndarray,
-               prev_logits: np.ndarray | None) -> Decoded:
-        """coords: (N, 2) float32 (x, y) in the 1024 frame (no +0.5); labels: (N,) 1/0.
+               prev_logits: np.ndarray | None, box: np.ndarray | None = None) -> Decoded:
+        """coords: (N, 2) float32 (x, y) in the 1024 frame (no +0.5); labels: (N,) 1/0;
+        box: (4,) (x0, y0, x1, y1) in the 1024 frame or None.
 
-        The padding point (0, 0) with label -1 is appended here, as upstream's prompt encoder
-        does, because the graph speaks the SAM ONNX interface (caller-appended padding).
+        The box corners or the padding point are appended here (`point_list`), as upstream's
+        prompt encoder does, because the graph speaks the SAM ONNX interface.
         """
-        n = len(coords)
-        point_coords = np.zeros((1, n + 1, 2), np.float32)
-        point_coords[0, :n] = coords
-        point_labels = np.full((1, n + 1), -1.0, np.float32)
-        point_labels[0, :n] = labels
+        point_coords, point_labels = point_list(coords, labels, box)
         has_mask = prev_logits is not None
         feeds = dict(zip(DECODER.input_names, (
             embeddings, point_coords, point_labels,

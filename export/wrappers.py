@@ -37,8 +37,8 @@ class EncoderGraph(nn.Module):
 class DecoderGraph(nn.Module):
     """Prompt encoder + mask decoder behind the de-facto SAM ONNX interface.
 
-    The caller appends the padding point; `has_mask_input` blends the dense prompt without a
-    branch. The image grid's positional encoding is a constant of the graph.
+    The caller builds the point list (clicks, then box corners labelled 2 / 3 or the padding
+    point); `has_mask_input` blends the dense prompt without a branch. The image grid's positional encoding is a constant of the graph.
     """
 
     def __init__(self, model: FocSAM):
@@ -95,6 +95,14 @@ def _points(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     return coords, labels
 
 
+def _box_points(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n random clicks then a random box's corners (labels 2, 3), no padding point."""
+    coords, labels = _points(n, gen)
+    corners = torch.sort(torch.rand(1, 2, 2, generator=gen) * 1023, dim=1).values
+    return (torch.cat([coords[:, :n], corners], 1),
+            torch.cat([labels[:, :n], torch.tensor([[2.0, 3.0]])], 1))
+
+
 def _decoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
     embeddings_spec, _, _, mask_spec, _ = DECODER.inputs
     embeddings = _random(embeddings_spec, gen)
@@ -105,6 +113,8 @@ def _decoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
         ParityCase("3 clicks, mask", (embeddings, *_points(3, gen), logits, yes)),
         ParityCase("8 clicks, mask", (embeddings, *_points(8, gen), logits, yes)),
         ParityCase("20 clicks, no mask", (embeddings, *_points(20, gen), logits, no)),
+        ParityCase("box, no mask", (embeddings, *_box_points(0, gen), logits, no)),
+        ParityCase("box + 2 clicks, mask", (embeddings, *_box_points(2, gen), logits, yes)),
     ]
     return GraphExport(DECODER, DecoderGraph(model).eval(), cases[1].inputs, cases)
 

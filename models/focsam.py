@@ -14,7 +14,7 @@ from torch import nn
 from focsam_onnx.config import FocSAMConfig, RefinerConfig
 from focsam_onnx.models.image_encoder import ImageEncoderViT
 from focsam_onnx.models.mask_decoder import MaskDecoder
-from focsam_onnx.models.prompt_encoder import PromptEncoder, append_padding_point
+from focsam_onnx.models.prompt_encoder import PromptEncoder, sparse_points
 
 
 def _build_refiner(cfg: RefinerConfig) -> nn.Module:
@@ -48,39 +48,41 @@ class FocSAM(nn.Module):
         return self.backbone(image)
 
     def prompt(self, coords: torch.Tensor, labels: torch.Tensor,
-               mask_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompt embeddings, upstream semantics (the padding point is appended here).
+               mask_input: torch.Tensor | None = None,
+               box: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt embeddings, upstream semantics (box corners or the padding point appended here).
 
-        coords: (1, N, 2) float32, (x, y) in the 1024 frame without +0.5; labels: (1, N) float32
-        1/0; mask_input: (1, 1, 256, 256) previous low-res logits or None (first click).
-        Returns sparse (1, N+1, 256) and dense (1, 256, 64, 64).
+        coords: (1, N, 2) float32, (x, y) in the 1024 frame without +0.5 (N may be 0 with a
+        box); labels: (1, N) float32 1/0; mask_input: (1, 1, 256, 256) previous low-res logits
+        or None (first click); box: (1, 4) float32 (x0, y0, x1, y1) in the 1024 frame or None.
+        Returns sparse (1, N+2 with a box, else N+1, 256) and dense (1, 256, 64, 64).
         """
         _check_points(coords, labels)
-        sparse = self.neck.embed_points(*append_padding_point(coords, labels))
+        sparse = self.neck.embed_points(*sparse_points(coords, labels, box))
         if mask_input is None:
             return sparse, self.neck.no_mask_dense()
         has_mask = torch.ones(1, dtype=mask_input.dtype, device=mask_input.device)
         return sparse, self.neck.embed_mask(mask_input, has_mask)
 
     def decode(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
-               mask_input: torch.Tensor | None = None,
+               mask_input: torch.Tensor | None = None, box: torch.Tensor | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One click's prediction ("single mask with token"); arguments as in `prompt`.
 
         embeddings: (1, 256, 64, 64). Returns (low_res_masks (1, 1, 256, 256) logits of mask 0,
         mask_token (1, 1, 256), iou_predictions (1, 4)).
         """
-        sparse, dense = self.prompt(coords, labels, mask_input)
+        sparse, dense = self.prompt(coords, labels, mask_input, box)
         return self.decode_head.forward_single(embeddings, self.neck.grid_pe(), sparse, dense)
 
     def decode_all(self, embeddings: torch.Tensor, coords: torch.Tensor, labels: torch.Tensor,
-                   mask_input: torch.Tensor | None = None,
+                   mask_input: torch.Tensor | None = None, box: torch.Tensor | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All 4 masks; arguments as in `decode`.
 
         Returns (masks (1, 4, 256, 256), iou_predictions (1, 4), mask_tokens (1, 4, 256)).
         """
-        sparse, dense = self.prompt(coords, labels, mask_input)
+        sparse, dense = self.prompt(coords, labels, mask_input, box)
         return self.decode_head(embeddings, self.neck.grid_pe(), sparse, dense)
 
     def refine(self, embeddings: torch.Tensor, mask_token: torch.Tensor,

@@ -53,7 +53,7 @@ def test_readme_main_job_runs(tmp_path):
     assert mask.shape == image.shape[:2] and set(np.unique(mask)) <= {0, 255}
     overlay = cv2.imread(str(tmp_path / "overlay.png"))
     assert overlay.shape == image.shape and not np.array_equal(overlay, image)
-    rows = re.findall(r"│\s+(\d)\s+│\s+\d+\s+│\s+\d+\s+│\s+([+-])\s+│\s+(\w+)", outputs[1])
+    rows = re.findall(r"│\s+(\d)\s+│\s+click \d+,\d+,([+-])\s+│\s+(\w+)", outputs[1])
     assert rows == [("1", "+", "no"), ("2", "-", "ran")]
 
 

@@ -40,15 +40,34 @@ def decoders(tmp_path_factory):
     return session(out / ours.files[0]), session(theirs)
 
 
-@pytest.mark.parametrize("clicks, has_mask", [(1, 0.0), (3, 1.0), (9, 1.0)])
-def test_same_mask_logits_as_segment_anything(decoders, clicks, has_mask):
+def _prompt(rng: np.random.Generator, clicks: int, box: bool,
+            pad: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Clicks, then (optionally) a box's corners labelled 2 / 3, then (optionally) padding."""
+    coords = [rng.uniform(0, 1023, (clicks, 2))]
+    labels = [rng.integers(0, 2, clicks).astype(np.float64)]
+    if box:
+        coords.append(np.sort(rng.uniform(0, 1023, (2, 2)), axis=0))
+        labels.append(np.array([2.0, 3.0]))
+    if pad:
+        coords.append(np.zeros((1, 2)))
+        labels.append(np.array([-1.0]))
+    return (np.concatenate(coords)[None].astype(np.float32),
+            np.concatenate(labels)[None].astype(np.float32))
+
+
+@pytest.mark.parametrize("clicks, box, pad, has_mask", [
+    (1, False, True, 0.0), (3, False, True, 1.0), (9, False, True, 1.0),
+    (0, True, False, 0.0),  # a box alone, as segment-anything's predictor sends it
+    (2, True, False, 1.0),  # clicks + box
+    (1, True, True, 0.0),  # box + padding point, as X-AnyLabeling and samexporter send it
+])
+def test_same_mask_logits_as_segment_anything(decoders, clicks, box, pad, has_mask):
     ours, theirs = decoders
-    rng = np.random.default_rng(clicks)
-    coords = np.concatenate([rng.uniform(0, 1023, (1, clicks, 2)), np.zeros((1, 1, 2))], 1)
-    labels = np.concatenate([rng.integers(0, 2, (1, clicks)), -np.ones((1, 1))], 1)
+    rng = np.random.default_rng(clicks + 10 * box + 100 * pad)
+    coords, labels = _prompt(rng, clicks, box, pad)
     feeds = dict(zip(DECODER.input_names, (
-        rng.normal(size=(1, 256, 64, 64)).astype(np.float32), coords.astype(np.float32),
-        labels.astype(np.float32), rng.normal(size=(1, 1, 256, 256)).astype(np.float32) * 3,
+        rng.normal(size=(1, 256, 64, 64)).astype(np.float32), coords, labels,
+        rng.normal(size=(1, 1, 256, 256)).astype(np.float32) * 3,
         np.array([has_mask], np.float32))))
     low_res, _, iou = ours.run(None, feeds)
     reference = dict(zip(("masks", "iou_predictions", "low_res_masks"),
@@ -56,3 +75,4 @@ def test_same_mask_logits_as_segment_anything(decoders, clicks, has_mask):
     assert reference["low_res_masks"].shape == (1, 4, 256, 256)
     assert np.max(np.abs(low_res - reference["low_res_masks"][:, :1])) <= 1e-4
     assert np.max(np.abs(iou - reference["iou_predictions"])) <= 1e-4
+    assert np.abs(low_res).max() > 1e-2  # a non-trivial prediction was compared

@@ -94,8 +94,9 @@ def test_image_embeddings_match(embeddings):
     assert diff <= TOL, f"embeddings max abs diff {diff:.3g}"
 
 
-def _their_decode(sam, embeddings, coords, labels, prev):
-    sparse, dense = sam.prompt_encoder(points=(coords, labels), boxes=None, masks=prev)
+def _their_decode(sam, embeddings, coords, labels, prev, box=None):
+    points = (coords, labels) if coords.shape[1] else None
+    sparse, dense = sam.prompt_encoder(points=points, boxes=box, masks=prev)
     masks, iou = sam.mask_decoder(
         image_embeddings=embeddings, image_pe=sam.prompt_encoder.get_dense_pe(),
         sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
@@ -121,4 +122,30 @@ def test_low_res_mask_matches_with_and_without_prev_mask(peers, embeddings, num_
                      "iou0": max_abs_diff(o_iou[:, :1], t_iou)}
             assert max(diffs.values()) <= TOL, f"prev={prev is not None}: {diffs}"
             assert float(t_mask.abs().max()) > 1e-2  # a non-trivial prediction was compared
+            prev = t_mask
+
+
+BOX = [[120.0, 90.5, 700.0, 610.0]]  # (x0, y0, x1, y1) in the 1024 frame
+
+
+@pytest.mark.parametrize("num_clicks", [0, 2])
+def test_box_prompt_matches(peers, embeddings, num_clicks):
+    """A box alone, and clicks + box: segment-anything embeds the corners with labels 2 / 3
+    and sends no padding point; then the same prompt again with the first mask as prev."""
+    sam, ours, _ = peers
+    theirs_e, ours_e = embeddings
+    coords = torch.tensor([COORDS[:num_clicks]]).reshape(1, num_clicks, 2)
+    labels = torch.tensor([LABELS[:num_clicks]]).reshape(1, num_clicks)
+    box = torch.tensor(BOX)
+    with torch.no_grad():
+        prev = None
+        for _ in range(2):
+            t_sparse, t_mask, t_iou = _their_decode(sam, theirs_e, coords, labels, prev, box)
+            o_sparse, _ = ours.prompt(coords, labels, prev, box)
+            o_mask, _, o_iou = ours.decode(ours_e, coords, labels, prev, box)
+            assert o_sparse.shape[1] == num_clicks + 2  # corners, no padding point
+            diffs = {"sparse": _max_diff(o_sparse, t_sparse), "mask0": _max_diff(o_mask, t_mask),
+                     "iou0": _max_diff(o_iou[:, :1], t_iou)}
+            assert max(diffs.values()) <= TOL, f"prev={prev is not None}: {diffs}"
+            assert float(t_mask.abs().max()) > 1e-2
             prev = t_mask
