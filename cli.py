@@ -65,6 +65,10 @@ def export(
     seed: int = typer.Option(0, help="Seed for --random-init."),
     opset: int = typer.Option(20, help="ONNX opset (20 has Gelu; the refiner needs >= 19)."),
     simplify: bool = typer.Option(True, help="Run onnxsim on graphs under 2 GB (re-checked)."),
+    sam_compatible: bool = typer.Option(
+        False, help="Also write sam_encoder.onnx + sam_decoder.onnx (segment-anything's ONNX "
+                    "interface, for SAM tools and SamPredictor) and xanylabeling.yaml; "
+                    "with --opset 17 they load in onnxruntime >= 1.16."),
 ):
     """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""
     if (ckpt is None) == (random_init is None):
@@ -91,7 +95,7 @@ def export(
                   f"({'plain SAM' if model.cfg.is_plain_sam else 'FocSAM'}) to {out}")
     with console.status("") as status:
         manifest, reports = export_model(
-            model, out, source, opset=opset, simplify=simplify,
+            model, out, source, opset=opset, simplify=simplify, sam_compatible=sam_compatible,
             on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
     table = Table("graph", "files", "MB", "max |ORT - torch|", "seconds", "simplified")
     for r in reports:

@@ -164,7 +164,8 @@ class ClickSession:
         refined, roi = state.refined_embeddings, None
         if refined is None and self.refine_at is not None and self.steps == self.refine_at:
             start = time.perf_counter()
-            coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits, net_box)
+            coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits,
+                                   net_box)
             roi = engine.roi(coarse.low_res_logits)
             timings["coarse_decode"] = _ms_since(start)
             if on_interim is not None:

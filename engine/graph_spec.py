@@ -152,4 +152,28 @@ REFINER = GraphSpec(
 )
 
 GRAPHS: tuple[GraphSpec, ...] = (ENCODER, DECODER, REFINER)
-GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in GRAPHS}
+
+# The SAM-compatible pair (`export --sam-compatible`): the interface segment-anything's ONNX
+# export, samexporter and X-AnyLabeling speak. Not opened by the click engine.
+SAM_ENCODER = GraphSpec(
+    "sam_encoder",
+    "sam_encoder.onnx",
+    # (h, w, 3) float32 R, G, B in 0..255, the client's resize: longest side exactly 1024.
+    inputs=(TensorSpec("input_image", ("image_height", "image_width", 3)),),
+    outputs=(EMBEDDINGS,),
+)
+
+SAM_DECODER = GraphSpec(
+    "sam_decoder",
+    "sam_decoder.onnx",
+    inputs=(*DECODER.inputs, TensorSpec("orig_im_size", (2,))),  # (H, W) of the image
+    outputs=(
+        # All 4 mask tokens' logits at orig_im_size, as segment-anything's own export gives.
+        TensorSpec("masks", (1, 4, "orig_height", "orig_width"), tolerance=1e-4),
+        TensorSpec("iou_predictions", (1, 4), tolerance=1e-5),
+        TensorSpec("low_res_masks", (1, 4, LOW_RES_MASK, LOW_RES_MASK), tolerance=1e-5),
+    ),
+)
+
+SAM_PAIR: tuple[GraphSpec, ...] = (SAM_ENCODER, SAM_DECODER)
+GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in (*GRAPHS, *SAM_PAIR)}

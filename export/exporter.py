@@ -28,8 +28,11 @@ TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an exter
 def export_model(model: FocSAM, out_dir: str | Path, source: Source,
                  opset: int = DEFAULT_OPSET, simplify: bool = True,
                  on_graph: Callable[[str], None] | None = None,
-                 ) -> tuple[Manifest, list[GraphReport]]:
+                 sam_compatible: bool = False) -> tuple[Manifest, list[GraphReport]]:
     """Write encoder.onnx, decoder.onnx, (FocSAM only) refiner.onnx and manifest.json.
+
+    `sam_compatible` adds sam_encoder.onnx and sam_decoder.onnx (segment-anything's ONNX
+    interface, see export/sam_pair.py) and an X-AnyLabeling config for them.
 
     Every graph is checked against `model` in onnxruntime before it is kept (and again after
     simplification); a ParityError names the graph, output and difference. `source` records
@@ -43,6 +46,15 @@ def export_model(model: FocSAM, out_dir: str | Path, source: Source,
         if on_graph is not None:
             on_graph(graph.spec.name)
         reports.append(export_graph(graph, out_dir, opset, simplify))
+    if sam_compatible:
+        from focsam_onnx.export.sam_pair import export_sam_pair
+        from focsam_onnx.export.xanylabeling import write_xanylabeling_config
+
+        if on_graph is not None:
+            on_graph("SAM-compatible pair")
+        reports += export_sam_pair(model, out_dir, opset)
+        write_xanylabeling_config(out_dir, model.cfg.variant,
+                                  "sam" if model.cfg.is_plain_sam else "focsam")
     return write_manifest(out_dir, model.cfg, reports, opset, source), reports
 
 

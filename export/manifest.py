@@ -69,3 +69,12 @@ def write_manifest(out_dir: Path, config: FocSAMConfig, reports: list[GraphRepor
     )
     atomic_write(out_dir / MANIFEST, json.dumps(manifest.to_dict(), indent=2) + "\n")
     return manifest
+
+
+def _onnx_format(path: Path) -> dict:
+    """The opset and IR version a graph file was written with (what a runtime must read)."""
+    if path.suffix != ".onnx":
+        return {}
+    graph = onnx.load(str(path), load_external_data=False)
+    opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    return {"opset": opset, "ir_version": graph.ir_version}

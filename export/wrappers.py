@@ -38,7 +38,8 @@ class DecoderGraph(nn.Module):
     """Prompt encoder + mask decoder behind the de-facto SAM ONNX interface.
 
     The caller builds the point list (clicks, then box corners labelled 2 / 3 or the padding
-    point); `has_mask_input` blends the dense prompt without a branch. The image grid's positional encoding is a constant of the graph.
+    point); `has_mask_input` blends the dense prompt without a branch. The image grid's
+    positional encoding is a constant of the graph.
     """
 
     def __init__(self, model: FocSAM):

@@ -75,3 +75,42 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     result = CliRunner().invoke(app, ["export", "--random-init", "tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def sam_vit_b_export(tmp_path_factory):
+    """(segment-anything's own random-weight vit_b `Sam`, our export of it with the
+    SAM-compatible pair at opset 17): one ViT-B export shared by the interop tests."""
+    import torch
+
+    from focsam_onnx.engine.manifest import Source
+    from focsam_onnx.export.exporter import export_model
+    from focsam_onnx.models.checkpoint import load_checkpoint
+    from focsam_onnx.models.segment_anything_compat import import_segment_anything
+
+    out = tmp_path_factory.mktemp("sam_vit_b_pair")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        sam = import_segment_anything().sam_model_registry["vit_b"]().eval()
+        with torch.no_grad():  # make zero-initialised tensors (LN biases, ...) matter too
+            for p in sam.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+    torch.save(sam.state_dict(), out / "sam_vit_b.pth")
+    model, info = load_checkpoint(out / "sam_vit_b.pth")
+    export_model(model, out / "onnx", Source(info.kind, path=str(out / "sam_vit_b.pth")),
+                 opset=17, simplify=False, sam_compatible=True)
+    return sam, out / "onnx"
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_pair_dir(tmp_path_factory) -> Path:
+    """A random-init tiny FocSAM export with the SAM-compatible pair at opset 17 (the CLI way)."""
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
+
+    out = tmp_path_factory.mktemp("random_tiny_sam_pair")
+    result = CliRunner().invoke(app, ["export", "--random-init", "tiny", "--out", str(out),
+                                      "--opset", "17", "--sam-compatible", "--no-simplify"])
+    assert result.exit_code == 0, result.output
+    return out

@@ -144,8 +144,9 @@ def test_box_prompt_matches(peers, embeddings, num_clicks):
             o_sparse, _ = ours.prompt(coords, labels, prev, box)
             o_mask, _, o_iou = ours.decode(ours_e, coords, labels, prev, box)
             assert o_sparse.shape[1] == num_clicks + 2  # corners, no padding point
-            diffs = {"sparse": _max_diff(o_sparse, t_sparse), "mask0": _max_diff(o_mask, t_mask),
-                     "iou0": _max_diff(o_iou[:, :1], t_iou)}
+            diffs = {"sparse": max_abs_diff(o_sparse, t_sparse),
+                     "mask0": max_abs_diff(o_mask, t_mask),
+                     "iou0": max_abs_diff(o_iou[:, :1], t_iou)}
             assert max(diffs.values()) <= TOL, f"prev={prev is not None}: {diffs}"
             assert float(t_mask.abs().max()) > 1e-2
             prev = t_mask

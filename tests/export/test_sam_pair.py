@@ -1,0 +1,95 @@
+"""The SAM-compatible pair: segment-anything's `SamOnnxModel` outputs, the encoder's in-graph
+preprocessing, the manifest's opset / IR per file, and the X-AnyLabeling config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import yaml
+
+from focsam_onnx.bench.baselines import export_sam_onnx_decoder
+from focsam_onnx.engine.graph_spec import ENCODER, SAM_DECODER, SAM_ENCODER
+from focsam_onnx.engine.preprocess import preprocess
+
+pytestmark = pytest.mark.parity
+
+# (H, W): landscape, portrait, a panorama; SamOnnxModel freezes its crop, so one export each.
+SIZES = [(480, 640), (1500, 1000), (300, 2000)]
+
+
+def _session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def ours(sam_vit_b_export) -> ort.InferenceSession:
+    return _session(sam_vit_b_export[1] / SAM_DECODER.filename)
+
+
+@pytest.fixture(scope="module", params=SIZES, ids=lambda hw: f"{hw[0]}x{hw[1]}")
+def official(request, sam_vit_b_export, tmp_path_factory):
+    """segment-anything's own ONNX decoder of the same weights, traced at this orig_im_size."""
+    path = tmp_path_factory.mktemp("sam_onnx_model") / "decoder.onnx"
+    return request.param, _session(export_sam_onnx_decoder(sam_vit_b_export[0], path,
+                                                           orig_hw=request.param))
+
+
+@pytest.mark.parametrize("prompt", ["click + padding", "box + click", "box + padding, mask"])
+def test_outputs_equal_sam_onnx_model(ours, official, prompt):
+    hw, theirs = official
+    rng = np.random.default_rng(len(prompt))
+    coords = {"click + padding": [[400.0, 300.0], [0.0, 0.0]],
+              "box + click": [[510.0, 330.0], [100.0, 80.0], [900.0, 700.0]],
+              "box + padding, mask": [[100.0, 80.0], [900.0, 700.0], [0.0, 0.0]]}[prompt]
+    labels = {"click + padding": [1, -1], "box + click": [1, 2, 3],
+              "box + padding, mask": [2, 3, -1]}[prompt]
+    feeds = dict(zip(SAM_DECODER.input_names, (
+        rng.normal(size=(1, 256, 64, 64)).astype(np.float32),
+        np.array([coords], np.float32), np.array([labels], np.float32),
+        rng.normal(size=(1, 1, 256, 256)).astype(np.float32) * 3,
+        np.array([1.0 if "mask" in prompt else 0.0], np.float32),
+        np.array(hw, np.float32))))
+    got = ours.run(None, feeds)
+    want = theirs.run(None, feeds)
+    assert [o.name for o in ours.get_outputs()] == [o.name for o in theirs.get_outputs()]
+    assert got[0].shape == want[0].shape == (1, 4, *hw)
+    for name, a, b in zip(SAM_DECODER.output_names, got, want):
+        assert np.abs(a - b).max() <= 1e-4, name
+    assert np.abs(got[0]).max() > 1e-2
+
+
+def test_encoder_preprocessing_is_the_native_one_where_they_coincide(tiny_sam_pair_dir):
+    """A 768 x 1024 image needs no /32 pad and no resize: upstream FocSAM's preprocessing of
+    its BGR array must then equal the SAM encoder's in-graph flip / normalise / pad."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    (native,) = _session(tiny_sam_pair_dir / ENCODER.filename).run(
+        None, {ENCODER.inputs[0].name: preprocess(np.ascontiguousarray(rgb[..., ::-1]))[0]})
+    (sam,) = _session(tiny_sam_pair_dir / SAM_ENCODER.filename).run(
+        None, {SAM_ENCODER.inputs[0].name: rgb.astype(np.float32)})
+    assert np.abs(native - sam).max() <= 1e-5
+    (unflipped,) = _session(tiny_sam_pair_dir / SAM_ENCODER.filename).run(
+        None, {SAM_ENCODER.inputs[0].name: np.ascontiguousarray(rgb[..., ::-1], np.float32)})
+    assert np.abs(native - unflipped).max() > 1e-3  # the channel order reaches the ViT
+
+
+def test_manifest_states_opset_and_ir_per_file(tiny_sam_pair_dir):
+    manifest = json.loads((tiny_sam_pair_dir / "manifest.json").read_text())
+    files = manifest["files"]
+    for name in (SAM_ENCODER.filename, SAM_DECODER.filename):
+        assert (files[name]["opset"], files[name]["ir_version"]) == (17, 8), name
+    assert files["refiner.onnx"]["opset"] == 19  # DeformConv
+    assert {"sam_encoder", "sam_decoder"} <= set(manifest["graphs"])
+    assert manifest["graphs"]["sam_decoder"]["inputs"][-1]["name"] == "orig_im_size"
+
+
+def test_xanylabeling_config_names_the_pair(tiny_sam_pair_dir):
+    config = yaml.safe_load((tiny_sam_pair_dir / "xanylabeling.yaml").read_text())
+    assert config["type"] == "segment_anything" and config["name"] == "focsam_onnx_focsam_tiny"
+    for key in ("encoder_model_path", "decoder_model_path"):
+        assert (tiny_sam_pair_dir / config[key]).is_file()  # relative to the config's folder
+    assert (config["input_size"], config["max_width"], config["max_height"]) == (1024, 1024, 682)
+    assert config["display_name"]
