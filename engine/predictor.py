@@ -20,7 +20,8 @@ from PIL import Image
 from focsam_onnx.config import IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import SAM_DECODER, SAM_ENCODER
 from focsam_onnx.engine.model_dir import ModelDirError, graph_session, read_manifest, verify_files
-from focsam_onnx.engine.runtime import NO_MASK, point_list
+from focsam_onnx.engine.prompts import point_list
+from focsam_onnx.engine.runtime import NO_MASK
 
 MASK_THRESHOLD = 0.0
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from focsam_onnx.cli import app
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.postprocess import logits_to_mask
-from focsam_onnx.engine.runtime import FocSAMEngine, point_list
+from focsam_onnx.engine.prompts import point_list
+from focsam_onnx.engine.runtime import FocSAMEngine
 
 IMAGE = str(Path(__file__).resolve().parents[2] / "examples" / "shapes.png")
 BOX = (40.0, 30.0, 230.0, 200.0)  # (x0, y0, x1, y1) in the 320x240 example's pixels

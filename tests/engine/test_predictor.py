@@ -8,6 +8,12 @@ is all `set_image` does after that resize.
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +104,21 @@ def test_bad_calls_say_what_to_do(sam_vit_b_export, tiny_model_dir, image):
         predictor.predict(box=np.array([0, 0, 10, 10]), mask_input=np.zeros((256, 256)))
     with pytest.raises(ModelDirError, match="--sam-compatible"):
         SamPredictor(tiny_model_dir)
+
+
+def test_readme_use_it_in_other_tools_runs(tiny_sam_pair_dir, tmp_path):
+    """The README section's export command is the fixture's (which adds --no-simplify), and its
+    Python example runs against that export."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    body = readme.split("## Use it in other tools\n", 1)[1]
+    command = re.search(r"```bash\n(.*?)```", body, re.S).group(1).strip()
+    assert shlex.split(command)[1:] == ["export", "--random-init", "tiny", "--out",
+                                        "exported/tiny_sam", "--opset", "17", "--sam-compatible"]
+    example = re.search(r"```python\n(.*?)```", body, re.S).group(1)
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "tiny_sam").symlink_to(tiny_sam_pair_dir)
+    (tmp_path / "examples").symlink_to(Path(__file__).resolve().parents[2] / "examples")
+    example += "\nassert masks.shape == (1, 240, 320) and masks.dtype == bool, masks.shape\n"
+    done = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
