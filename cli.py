@@ -69,13 +69,18 @@ def export(
         False, help="Also write sam_encoder.onnx + sam_decoder.onnx (segment-anything's ONNX "
                     "interface, for SAM tools and SamPredictor) and xanylabeling.yaml; "
                     "with --opset 17 they load in onnxruntime >= 1.16."),
+    encoder_precision: list[str] = typer.Option(
+        ["fp32"], "--encoder-precision",
+        help="Encoder precisions to offer (repeat for several): fp32 (always), bf16 (OpenVINO, "
+             "needs the [openvino] extra), int8 (writes encoder.int8.onnx). A reduced one is "
+             "offered only if its quality gate against fp32 passes."),
 ):
     """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""
     if (ckpt is None) == (random_init is None):
         fail("give exactly one of --ckpt PATH or --random-init VARIANT")
     from focsam_onnx.config import get_variant
     from focsam_onnx.engine.manifest import Source
-    from focsam_onnx.engine.model_dir import file_sha256
+    from focsam_onnx.engine.model_dir import file_sha256, read_manifest
     from focsam_onnx.export.exporter import export_model
     from focsam_onnx.models.checkpoint import CheckpointError, load_checkpoint
     from focsam_onnx.models.focsam import build_model
@@ -102,6 +107,17 @@ def export(
         table.add_row(r.name, ", ".join(r.files), f"{r.bytes / 1e6:.1f}", f"{r.worst_parity:.2e}",
                       f"{r.seconds:.1f}", "yes" if r.simplified else "no")
     console.print(table)
+    if any(p != "fp32" for p in encoder_precision):
+        from focsam_onnx.export.encoder_precision import add_encoder_precisions
+
+        try:
+            with console.status("quality gate of the reduced-precision encoders"):
+                gates = add_encoder_precisions(out, encoder_precision)
+        except ValueError as err:  # GateError, a missing extra, an unknown precision
+            fail(str(err))
+        for report in gates.values():
+            console.print(f"quality gate passed: {report.summary()}")
+        manifest = read_manifest(out)
     console.print(f"model id {manifest.model_id[:16]}, written to {out}")
 
 
@@ -148,6 +164,8 @@ def segment(
     cache_dir: Path | None = typer.Option(
         None, help="Keep image embeddings here, so reopening the image skips the encoder."),
     threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    encoder_precision: str = typer.Option(
+        "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
     refine_at: int | None = typer.Option(
         None, help="Click index (0-based) where the focus refiner runs; -1 disables it (plain "
                    "SAM on the same graphs). Default: 1 (upstream), or -1 for plain-SAM exports."),
@@ -166,7 +184,8 @@ def segment(
         parsed = parse_clicks(clicks) if clicks is not None else []
         parsed_box = parse_box(box) if box is not None else None
         bgr = load_image(image)
-        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir)
+        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
+                                   encoder_precision=encoder_precision)
         encoded = engine.open_image(bgr)
         if refine_at is None:
             refine_at = 1 if engine.model.has_refiner else -1
@@ -176,7 +195,7 @@ def segment(
     except ValueError as err:
         fail(str(err))
     how = "from cache" if encoded.from_cache else "encoder"
-    console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, embeddings {how} "
+    console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, {encoder_precision} embeddings {how} "
                   f"in {encoded.seconds * 1000:.0f} ms")
     table = Table("step", "prompt", "refined", "pred. IoU", "ms")
     prompts = ([f"box {box.strip()}"] if parsed_box is not None else []) + [
@@ -212,6 +231,8 @@ def evaluate(
                          "per-sample: one stream per sample id (order-independent, NOT "
                          "upstream-identical)."),
     threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    encoder_precision: str = typer.Option(
+        "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
     cache_dir: Path | None = typer.Option(None, help="Image-embedding cache folder."),
 ):
     """NoC@85/90/95 and mIoU over 20 simulated clicks per object, exactly as upstream."""
@@ -225,8 +246,10 @@ def evaluate(
 
     try:
         samples = open_dataset(dataset, data_root)
-        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir)
-        settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id)
+        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
+                                   encoder_precision=encoder_precision)
+        settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id,
+                               encoder_precision)
         columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
                    TimeElapsedColumn(), "ETA", TimeRemainingColumn())
         with Progress(*columns, console=console) as progress:

@@ -1,8 +1,9 @@
 """Image-embedding cache: an in-memory LRU plus an optional, integrity-checked disk folder.
 
-Entries are keyed by the image's content hash and the model's identity, so an entry made by
-another model is never found. On disk each entry is `<key>.bin` (the raw float32 embeddings) and
-`<key>.json` (model id, image hash, shape and the sha256 of the array bytes); a file that fails
+Entries are keyed by the image's content hash, the model's identity and the encoder precision,
+so an entry made by another model, or by a bf16 or int8 encoder for an fp32 session, is never
+found. On disk each entry is `<key>.bin` (the raw float32 embeddings) and `<key>.json` (model
+id, encoder precision, image hash, shape and the sha256 of the array bytes); a file that fails
 any check is treated as absent and overwritten, never trusted.
 """
 
@@ -21,12 +22,14 @@ from focsam_onnx.engine.graph_spec import EMBEDDING_SHAPE
 
 log = logging.getLogger(__name__)
 
-def cache_key(image_hash: str, model_id: str) -> str:
-    return hashlib.sha256(f"{model_id}:{image_hash}".encode()).hexdigest()[:32]
+
+def cache_key(image_hash: str, model_id: str, precision: str) -> str:
+    return hashlib.sha256(f"{model_id}:{precision}:{image_hash}".encode()).hexdigest()[:32]
 
 
 class EmbeddingCache:
-    """`get(image_hash, model_id)` / `put(...)` of (1, 256, 64, 64) float32 embeddings."""
+    """`get(image_hash, model_id, precision)` / `put(...)` of (1, 256, 64, 64) float32
+    embeddings; `precision` is the encoder's (fp32, bf16, int8)."""
 
     def __init__(self, max_items: int = 16, cache_dir: str | Path | None = None):
         if max_items < 1:
@@ -37,27 +40,28 @@ class EmbeddingCache:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
 
-    def get(self, image_hash: str, model_id: str) -> np.ndarray | None:
-        key = cache_key(image_hash, model_id)
+    def get(self, image_hash: str, model_id: str, precision: str) -> np.ndarray | None:
+        key = cache_key(image_hash, model_id, precision)
         if key in self._memory:
             self._memory.move_to_end(key)
             return self._memory[key]
-        embeddings = self._read_disk(key, image_hash, model_id)
+        embeddings = self._read_disk(key, image_hash, model_id, precision)
         if embeddings is not None:
             self._remember(key, embeddings)
         return embeddings
 
-    def put(self, image_hash: str, model_id: str, embeddings: np.ndarray) -> np.ndarray:
+    def put(self, image_hash: str, model_id: str, precision: str,
+            embeddings: np.ndarray) -> np.ndarray:
         """Store `embeddings`; returns the stored, read-only array."""
         if embeddings.shape != EMBEDDING_SHAPE or embeddings.dtype != np.float32:
             raise ValueError(f"embeddings must be float32 {EMBEDDING_SHAPE}, got "
                              f"{embeddings.dtype} {embeddings.shape}")
-        key = cache_key(image_hash, model_id)
+        key = cache_key(image_hash, model_id, precision)
         embeddings = np.ascontiguousarray(embeddings)
         embeddings.flags.writeable = False  # shared by every session on this image
         self._remember(key, embeddings)
         if self.cache_dir is not None:
-            self._write_disk(key, image_hash, model_id, embeddings)
+            self._write_disk(key, image_hash, model_id, precision, embeddings)
         return embeddings
 
     def _remember(self, key: str, embeddings: np.ndarray) -> None:
@@ -66,14 +70,17 @@ class EmbeddingCache:
         while len(self._memory) > self.max_items:
             self._memory.popitem(last=False)
 
-    def _write_disk(self, key: str, image_hash: str, model_id: str, emb: np.ndarray) -> None:
+    def _write_disk(self, key: str, image_hash: str, model_id: str, precision: str,
+                    emb: np.ndarray) -> None:
         raw = emb.tobytes()
-        meta = {"model_id": model_id, "image_hash": image_hash, "shape": list(emb.shape),
-                "dtype": "float32", "sha256": hashlib.sha256(raw).hexdigest()}
+        meta = {"model_id": model_id, "precision": precision, "image_hash": image_hash,
+                "shape": list(emb.shape), "dtype": "float32",
+                "sha256": hashlib.sha256(raw).hexdigest()}
         atomic_write(self.cache_dir / f"{key}.bin", raw)
         atomic_write(self.cache_dir / f"{key}.json", json.dumps(meta).encode())
 
-    def _read_disk(self, key: str, image_hash: str, model_id: str) -> np.ndarray | None:
+    def _read_disk(self, key: str, image_hash: str, model_id: str,
+                   precision: str) -> np.ndarray | None:
         if self.cache_dir is None:
             return None
         data_path, meta_path = self.cache_dir / f"{key}.bin", self.cache_dir / f"{key}.json"
@@ -85,10 +92,10 @@ class EmbeddingCache:
         except (OSError, ValueError) as err:
             log.warning("ignoring unreadable cache entry %s: %s", key, err)
             return None
-        expected = {"model_id": model_id, "image_hash": image_hash,
+        expected = {"model_id": model_id, "precision": precision, "image_hash": image_hash,
                     "shape": list(EMBEDDING_SHAPE), "dtype": "float32"}
         if any(meta.get(k) != v for k, v in expected.items()):
-            log.warning("ignoring cache entry %s: made for another image or model", key)
+            log.warning("ignoring cache entry %s: made for another image, model or precision", key)
             return None
         if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
             log.warning("ignoring corrupt cache entry %s (checksum mismatch)", key)

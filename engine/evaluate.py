@@ -46,6 +46,7 @@ class RunSettings:
     seed: int
     seed_mode: str
     model_id: str
+    encoder_precision: str = "fp32"  # NoC tables say which encoder made them
 
 
 def run_object(engine: FocSAMEngine, image: np.ndarray, gt: np.ndarray, rng: random.Random,
@@ -76,6 +77,9 @@ def evaluate(engine: FocSAMEngine, samples: Sequence[Sample], out_dir: str | Pat
     """
     if settings.mode not in MODES:
         raise ValueError(f"mode must be one of {sorted(MODES)}, got {settings.mode!r}")
+    if settings.encoder_precision != engine.model.encoder_precision:
+        raise ValueError(f"settings say encoder precision {settings.encoder_precision}, the "
+                         f"engine runs {engine.model.encoder_precision}")
     if settings.seed_mode not in SEED_MODES:
         raise ValueError(f"seed mode must be one of {SEED_MODES}, got {settings.seed_mode!r}")
     out = ResultFiles(Path(out_dir), settings.mode)
@@ -162,8 +166,10 @@ class ResultFiles:
         _write_json(self.metrics, {**metrics, "mIoU_curve": curve, "mode": settings.mode,
                                    "dataset": settings.dataset, "seed": settings.seed,
                                    "seed_mode": settings.seed_mode,
-                                   "protocol": protocol(settings.dataset)})
-        title = f"{settings.dataset} — {settings.mode} (seed {settings.seed}, {settings.seed_mode})"
+                                   "protocol": protocol(settings.dataset),
+                                   "encoder_precision": settings.encoder_precision})
+        title = (f"{settings.dataset} — {settings.mode} (seed {settings.seed}, "
+                 f"{settings.seed_mode}, {settings.encoder_precision} encoder)")
         self.table.write_text(markdown_table(metrics, title, protocol(settings.dataset)) + "\n")
         plot_miou_curves(self.folder)
 

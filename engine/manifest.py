@@ -57,6 +57,34 @@ class GraphParity:
 
 
 @dataclass(frozen=True)
+class GateFigures:
+    """A reduced-precision encoder against fp32, as the export's quality gate measured it
+    (export/quality_gate.py): the per-image minimum embedding cosine and the maximum abs
+    difference; the fp32-vs-reduced mask IoU over `clicks` replayed clicks."""
+
+    cases: tuple[str, ...]  # the gate's images
+    clicks: int
+    min_cosine: float
+    max_abs: float
+    mean_mask_iou: float
+    min_mask_iou: float
+    thresholds: dict[str, float]  # the limits it passed
+
+
+@dataclass(frozen=True)
+class EncoderPrecision:
+    """One encoder precision an export offers: the file it runs and on which runtime."""
+
+    file: str
+    runtime: str  # "onnxruntime" or "openvino"
+    gate: GateFigures | None = None  # None for fp32, the reference
+
+
+def _fp32_only() -> dict[str, EncoderPrecision]:
+    return {"fp32": EncoderPrecision("encoder.onnx", "onnxruntime")}
+
+
+@dataclass(frozen=True)
 class Manifest:
     model_id: str  # sha256 over the graph files' hashes: the weights' identity
     variant: str
@@ -69,6 +97,9 @@ class Manifest:
     files: dict[str, FileEntry]
     graphs: dict[str, dict]  # graph name -> its IO spec at export time (GraphSpec.to_dict)
     parity: dict[str, GraphParity]
+    # Reduced precisions are added by export/encoder_precision.py once their gate passed.
+    encoder_precisions: dict[str, EncoderPrecision] = dataclasses.field(
+        default_factory=_fp32_only)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -76,6 +107,11 @@ class Manifest:
         data["config"] = self.config.to_dict()
         for entry in data["parity"].values():
             entry["notes"] = list(entry["notes"])
+        for entry in data["encoder_precisions"].values():
+            if entry["gate"] is None:
+                del entry["gate"]
+            else:
+                entry["gate"]["cases"] = list(entry["gate"]["cases"])
         return data
 
     @classmethod
@@ -98,6 +134,9 @@ class Manifest:
             entry["notes"] = tuple(_require(entry.get("notes", []), list,
                                             f"parity[{name!r}].notes"))
             parity[name] = _record(GraphParity, entry, f"parity[{name!r}]")
+        precisions = {name: _encoder_precision(entry, f"encoder_precisions[{name!r}]")
+                      for name, entry in _require(data.get("encoder_precisions", {}), Mapping,
+                                                  "encoder_precisions").items()}
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ManifestError(f"unknown field(s) {unknown}: written by another focsam-onnx")
@@ -107,8 +146,18 @@ class Manifest:
             source=_record(Source, _get(data, "source", Mapping), "source"),
             opset=_get(data, "opset", int), versions=dict(_get(data, "versions", Mapping)),
             exported_at=_get(data, "exported_at", str), files=files,
-            graphs=dict(_get(data, "graphs", Mapping)), parity=parity, format_version=version,
+            graphs=dict(_get(data, "graphs", Mapping)), parity=parity,
+            encoder_precisions=precisions or _fp32_only(), format_version=version,
         )
+
+
+def _encoder_precision(data: object, where: str) -> EncoderPrecision:
+    entry = dict(_require(data, Mapping, where))
+    if "gate" in entry:
+        gate = dict(_require(entry["gate"], Mapping, f"{where}.gate"))
+        gate["cases"] = tuple(_require(gate.get("cases", []), list, f"{where}.gate.cases"))
+        entry["gate"] = _record(GateFigures, gate, f"{where}.gate")
+    return _record(EncoderPrecision, entry, where)
 
 
 def _require(value: object, kind: type | tuple[type, ...], where: str):

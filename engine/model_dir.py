@@ -11,7 +11,13 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from focsam_onnx.engine.graph_spec import GRAPHS, GraphContractError, GraphSpec
+from focsam_onnx.engine.encoder_runtime import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    EncoderRuntime,
+    open_encoder,
+)
+from focsam_onnx.engine.graph_spec import DECODER, ENCODER, GRAPHS, GraphContractError, GraphSpec
 from focsam_onnx.engine.manifest import MANIFEST, Manifest, ManifestError
 
 log = logging.getLogger(__name__)
@@ -111,12 +117,15 @@ def graph_session(path: Path, spec: GraphSpec, threads: int,
 
 @dataclass
 class ModelDir:
-    """The verified manifest and one onnxruntime session per graph, built once."""
+    """The verified manifest, the encoder at one precision and the other graphs' onnxruntime
+    sessions, built once."""
 
     path: Path
     manifest: Manifest
-    sessions: dict[str, ort.InferenceSession]
+    sessions: dict[str, ort.InferenceSession]  # decoder and (FocSAM) refiner
     threads: int
+    encoder: EncoderRuntime
+    encoder_precision: str = DEFAULT_PRECISION
 
     @property
     def model_id(self) -> str:
@@ -139,20 +148,42 @@ class ModelDir:
         return refiner.expand_ratio
 
 
-def open_model_dir(path: str | Path, threads: int | None = None,
-                   hash_files: bool = True) -> ModelDir:
-    """Load `path` exported by `focsam-onnx export`; raise ModelDirError saying what to do."""
+def open_model_dir(path: str | Path, threads: int | None = None, hash_files: bool = True,
+                   encoder_precision: str = DEFAULT_PRECISION) -> ModelDir:
+    """Load `path` exported by `focsam-onnx export`; raise ModelDirError saying what to do.
+
+    `encoder_precision` (fp32, bf16 or int8) picks the encoder's runtime; a reduced one must
+    have passed the quality gate at export (`focsam-onnx export --encoder-precision ...`).
+    """
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest, hash_files)
+    offered = manifest.encoder_precisions
+    if encoder_precision not in offered:
+        if encoder_precision not in PRECISIONS:
+            raise ValueError(f"encoder precision must be one of {sorted(PRECISIONS)}, "
+                             f"got {encoder_precision!r}")
+        raise ModelDirError(f"{path} offers encoder precisions {sorted(offered)}, not "
+                            f"{encoder_precision}: export it with `focsam-onnx export "
+                            f"--encoder-precision {encoder_precision}` (which runs its quality "
+                            "gate)")
+    return load_model_dir(path, manifest, threads, encoder_precision)
+
+
+def load_model_dir(path: Path, manifest: Manifest, threads: int | None,
+                   encoder_precision: str = DEFAULT_PRECISION) -> ModelDir:
+    """The sessions of an already checked `manifest` (the export's quality gate uses this
+    before its reduced precisions are offered)."""
     threads = threads or os.cpu_count() or 1
     sessions = {}
     for spec in GRAPHS:
-        if spec.filename not in manifest.files:
+        if spec is ENCODER or spec.filename not in manifest.files:
             continue  # plain-SAM exports have no refiner
         sessions[spec.name] = graph_session(path / spec.filename, spec, threads)
-    for required in ("encoder", "decoder"):
-        if required not in sessions:
-            raise ModelDirError(f"{path} has no {required} graph in its manifest; re-export")
-    log.debug("opened %s (%s) with %d threads", path, manifest.variant, threads)
-    return ModelDir(path, manifest, sessions, threads)
+    for spec in (ENCODER, DECODER, PRECISIONS[encoder_precision]):
+        if spec.filename not in manifest.files:
+            raise ModelDirError(f"{path} has no {spec.filename} in its manifest; re-export")
+    encoder = open_encoder(path, encoder_precision, threads)
+    log.debug("opened %s (%s, %s encoder) with %d threads", path, manifest.variant,
+              encoder_precision, threads)
+    return ModelDir(path, manifest, sessions, threads, encoder, encoder_precision)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.graph_spec import DECODER, ENCODER, LOW_RES_SHAPE, REFINER
+from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
+from focsam_onnx.engine.graph_spec import DECODER, LOW_RES_SHAPE, REFINER
 from focsam_onnx.engine.image_io import image_content_hash, load_image
 from focsam_onnx.engine.model_dir import ModelDir, open_model_dir
 from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
@@ -49,8 +50,11 @@ class FocSAMEngine:
 
     @classmethod
     def open(cls, model_dir: str | Path, threads: int | None = None,
-             cache_dir: str | Path | None = None, max_cached_images: int = 16) -> FocSAMEngine:
-        return cls(open_model_dir(model_dir, threads),
+             cache_dir: str | Path | None = None, max_cached_images: int = 16,
+             encoder_precision: str = DEFAULT_PRECISION) -> FocSAMEngine:
+        """`encoder_precision`: fp32 (default, upstream-exact), or bf16 / int8 where the
+        export's quality gate passed (see its manifest)."""
+        return cls(open_model_dir(model_dir, threads, encoder_precision=encoder_precision),
                    EmbeddingCache(max_cached_images, cache_dir))
 
     def open_image(self, image: np.ndarray | str | Path) -> EncodedImage:
@@ -59,22 +63,21 @@ class FocSAMEngine:
             image = load_image(image)
         start = time.perf_counter()
         image_hash = image_content_hash(image)
-        embeddings = self.cache.get(image_hash, self.model.model_id)
+        key = (image_hash, self.model.model_id, self.model.encoder_precision)
+        embeddings = self.cache.get(*key)
         from_cache = embeddings is not None
         if from_cache:
             geometry = ImageGeometry.from_size(*image.shape[:2])
         else:
             network_input, geometry = preprocess(image)
-            embeddings = self.cache.put(image_hash, self.model.model_id,
-                                        self.encode(network_input))
+            embeddings = self.cache.put(*key, self.encode(network_input))
         return EncodedImage(image_hash, geometry, embeddings, from_cache,
                             time.perf_counter() - start)
 
     def encode(self, network_input: np.ndarray) -> np.ndarray:
         """(1, 3, 1024, 1024) preprocessed BGR input -> (1, 256, 64, 64) embeddings."""
         self.encoder_runs += 1
-        (out,) = self.model.sessions["encoder"].run(None, {ENCODER.inputs[0].name: network_input})
-        return out
+        return self.model.encoder.run(network_input)
 
     def decode(self, embeddings: np.ndarray, coords: np.ndarray, labels: np.ndarray,
                prev_logits: np.ndarray | None, box: np.ndarray | None = None) -> Decoded:

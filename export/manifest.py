@@ -51,10 +51,8 @@ def write_manifest(out_dir: Path, config: FocSAMConfig, reports: list[GraphRepor
                    opset: int, source: Source) -> Manifest:
     """Hash every graph file and write `out_dir/manifest.json`; returns the manifest."""
     files = {name: file_entry(out_dir / name) for r in reports for name in r.files}
-    model_id = hashlib.sha256(
-        "".join(f"{n}:{e.sha256}" for n, e in sorted(files.items())).encode()).hexdigest()
     manifest = Manifest(
-        model_id=model_id,
+        model_id=model_id_of(files),
         variant=config.variant,
         kind="sam" if config.is_plain_sam else "focsam",
         config=config,
@@ -67,7 +65,7 @@ def write_manifest(out_dir: Path, config: FocSAMConfig, reports: list[GraphRepor
         graphs={r.name: GRAPHS_BY_NAME[r.name].to_dict() for r in reports},
         parity={r.name: GraphParity(r.parity, r.simplified, tuple(r.notes)) for r in reports},
     )
-    atomic_write(out_dir / MANIFEST, json.dumps(manifest.to_dict(), indent=2) + "\n")
+    save_manifest(out_dir, manifest)
     return manifest
 
 
@@ -78,3 +76,13 @@ def _onnx_format(path: Path) -> dict:
     graph = onnx.load(str(path), load_external_data=False)
     opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     return {"opset": opset, "ir_version": graph.ir_version}
+
+
+def model_id_of(files: dict[str, FileEntry]) -> str:
+    """The weights' identity: a hash over every file's hash."""
+    return hashlib.sha256(
+        "".join(f"{n}:{e.sha256}" for n, e in sorted(files.items())).encode()).hexdigest()
+
+
+def save_manifest(out_dir: Path, manifest: Manifest) -> None:
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest.to_dict(), indent=2) + "\n")

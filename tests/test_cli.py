@@ -65,6 +65,20 @@ def test_readme_serve_command_parses():
     assert options and all(o in result.output for o in options)
 
 
+def test_readme_precision_commands_run(tmp_path):
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    outputs = []
+    for argv in readme_commands("Encoder precision (opt-in bf16 or int8)"):
+        done = subprocess.run([sys.executable, "-m", "focsam_onnx.cli", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
+    assert re.findall(r"quality gate passed: (\w+):", outputs[0]) == ["bf16", "int8"]
+    manifest = json.loads((tmp_path / "exported" / "tiny" / "manifest.json").read_text())
+    assert list(manifest["encoder_precisions"]) == ["fp32", "bf16", "int8"]
+    assert "bf16 embeddings encoder" in outputs[1]
+
+
 @pytest.mark.parametrize("text, message", [
     ("10,20", "click 1 '10,20' is not X,Y,LABEL"),
     ("10,20,+;5,x,-", "click 2 '5,x,-' is not X,Y,LABEL"),

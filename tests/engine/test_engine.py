@@ -84,14 +84,15 @@ def test_cache_entry_of_another_model_is_not_used(model, image, tmp_path, caplog
     cache = EmbeddingCache(cache_dir=tmp_path)
     encoded = FocSAMEngine(model, cache).open_image(image)
     # Another model's entry under this model's key (e.g. a copied cache folder): never trusted.
-    key = cache_key(encoded.image_hash, model.model_id)
+    key = cache_key(encoded.image_hash, model.model_id, "fp32")
     meta = json.loads((tmp_path / f"{key}.json").read_text())
     meta["model_id"] = "another-model"
     (tmp_path / f"{key}.json").write_text(json.dumps(meta))
     engine = FocSAMEngine(model, EmbeddingCache(cache_dir=tmp_path))
     assert not engine.open_image(image).from_cache and engine.encoder_runs == 1
-    assert "another image or model" in caplog.text
-    assert EmbeddingCache(cache_dir=tmp_path).get(encoded.image_hash, "another-model") is None
+    assert "another image, model or precision" in caplog.text
+    assert EmbeddingCache(cache_dir=tmp_path).get(encoded.image_hash, "another-model",
+                                                  "fp32") is None
 
 
 def test_click_outside_the_image_is_refused(model, image):

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from focsam_onnx.config import get_variant
-from focsam_onnx.engine.graph_spec import DECODER, ENCODER, GRAPHS, REFINER
+from focsam_onnx.engine.graph_spec import DECODER, GRAPHS, REFINER
 from focsam_onnx.engine.manifest import FileEntry, Source
 from focsam_onnx.engine.model_dir import file_sha256, open_model_dir, read_manifest
 from focsam_onnx.export.parity import ParityError, check_parity, max_abs_diff
@@ -19,13 +19,18 @@ REFINER_CASES = ["refiner_middle", "refiner_border", "refiner_tiny", "refiner_al
 
 
 @pytest.fixture(scope="module")
-def sessions(golden_model_dir):
-    return open_model_dir(golden_model_dir, threads=2).sessions
+def model(golden_model_dir):
+    return open_model_dir(golden_model_dir, threads=2)
 
 
-def test_encoder_matches_upstream(sessions, load_golden):
+@pytest.fixture(scope="module")
+def sessions(model):
+    return model.sessions
+
+
+def test_encoder_matches_upstream(model, load_golden):
     enc = load_golden("encoder")
-    (emb,) = sessions["encoder"].run(None, {ENCODER.input_names[0]: enc["input"]})
+    emb = model.encoder.run(enc["input"])
     assert max_abs_diff(emb, enc["image_embeds"]) <= 1e-4
 
 

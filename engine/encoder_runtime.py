@@ -1,0 +1,138 @@
+"""The image encoder at a chosen precision: onnxruntime for fp32 and int8, OpenVINO for bf16.
+
+Only the encoder changes runtime; the decoder and the refiner always run fp32 on onnxruntime.
+fp32 is the default and the upstream-exact one. bf16 runs the same `encoder.onnx` through
+OpenVINO with `INFERENCE_PRECISION_HINT=bf16` (onnxruntime's CPU provider has no x86 bf16
+path); int8 runs `encoder.int8.onnx`, the dynamically quantized graph the exporter writes.
+A reduced precision is offered only where the export's quality gate passed (see the manifest).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from focsam_onnx.engine.graph_spec import ENCODER
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRECISION = "fp32"
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    filename: str  # the graph file this precision runs
+    runtime: str  # "onnxruntime" or "openvino"
+
+
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("fp32", ENCODER.filename, "onnxruntime"),
+    Precision("bf16", ENCODER.filename, "openvino"),
+    Precision("int8", "encoder.int8.onnx", "onnxruntime"),
+)}
+
+
+class MissingExtraError(ValueError):
+    """An optional runtime is not installed; the message names the extra that installs it.
+
+    A ValueError, so that every command reports it in one line like any other bad option.
+    """
+
+
+def get_precision(name: str) -> Precision:
+    if name not in PRECISIONS:
+        raise ValueError(f"encoder precision must be one of {sorted(PRECISIONS)}, got {name!r}")
+    return PRECISIONS[name]
+
+
+class EncoderRuntime(Protocol):
+    precision: str
+
+    def run(self, network_input: np.ndarray) -> np.ndarray:
+        """(1, 3, 1024, 1024) float32 preprocessed input -> (1, 256, 64, 64) float32."""
+        ...
+
+
+class OrtEncoder:
+    """fp32 or int8: the graph in onnxruntime's CPU provider."""
+
+    def __init__(self, session, precision: str):
+        self.session = session
+        self.precision = precision
+
+    def run(self, network_input: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {ENCODER.inputs[0].name: network_input})
+        return out
+
+
+class OpenVinoEncoder:
+    """bf16: OpenVINO compiles the fp32 ONNX graph and runs its matrix work in bfloat16."""
+
+    def __init__(self, compiled, precision: str):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.precision = precision
+
+    def run(self, network_input: np.ndarray) -> np.ndarray:
+        self.request.infer({0: np.ascontiguousarray(network_input, np.float32)})
+        # The output tensor's memory is reused by the next inference: copy it out.
+        return np.array(self.request.get_output_tensor(0).data, np.float32, copy=True)
+
+    def bf16_share(self) -> float:
+        """Fraction of the compiled graph's MatMul/Convolution nodes that execute in bf16.
+
+        OpenVINO silently falls back to f32 on CPUs without bf16 instructions; this says
+        which one ran.
+        """
+        heavy = [op for op in self.compiled.get_runtime_model().get_ops()
+                 if op.get_rt_info()["layerType"].astype(str) in ("MatMul", "FullyConnected",
+                                                                   "Convolution")]
+        bf16 = [op for op in heavy if "bf16" in op.get_rt_info()["runtimePrecision"].astype(str)]
+        return len(bf16) / len(heavy) if heavy else 0.0
+
+
+def import_openvino():
+    """The `openvino` module, or a MissingExtraError naming the extra that installs it."""
+    try:
+        import openvino
+    except ImportError:
+        raise MissingExtraError("the bf16 encoder runs on OpenVINO, which is not installed: "
+                                "pip install 'focsam-onnx[openvino]'") from None
+    return openvino
+
+
+def openvino_config(precision: str, threads: int) -> dict[str, str]:
+    """Explicit precision (OpenVINO's CPU default is already bf16 where the CPU has it) and
+    one latency stream of `threads` threads, like the onnxruntime sessions."""
+    return {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY"}
+
+
+def open_encoder(model_dir: Path, precision: str, threads: int) -> EncoderRuntime:
+    """The encoder of `model_dir` at `precision`, with `threads` threads."""
+    from focsam_onnx.engine.model_dir import ModelDirError, graph_session
+
+    spec = get_precision(precision)
+    path = Path(model_dir) / spec.filename
+    if spec.runtime == "onnxruntime":
+        return OrtEncoder(graph_session(path, ENCODER, threads), precision)
+    ov = import_openvino()
+    try:
+        compiled = ov.Core().compile_model(str(path), "CPU", openvino_config(precision, threads))
+    except Exception as err:  # OpenVINO raises its own RuntimeErrors from C++
+        raise ModelDirError(f"OpenVINO cannot load {path}: {str(err).splitlines()[0]}") from None
+    names = [p.get_any_name() for p in compiled.inputs], [p.get_any_name()
+                                                         for p in compiled.outputs]
+    if names != (ENCODER.input_names, ENCODER.output_names):
+        raise ModelDirError(f"{path} has inputs/outputs {names}, expected "
+                            f"{(ENCODER.input_names, ENCODER.output_names)}; re-export the model")
+    encoder = OpenVinoEncoder(compiled, precision)
+    log.debug("%s on OpenVINO %s: %.0f%% of MatMul/Conv nodes in bf16", path, ov.__version__,
+              100 * encoder.bf16_share())
+    return encoder
