@@ -24,11 +24,12 @@ import cv2
 import numpy as np
 
 from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession
-from focsam_onnx.engine.clicker import Click, next_click
+from focsam_onnx.engine.clicker import next_click
 from focsam_onnx.engine.encoder_runtime import open_encoder
 from focsam_onnx.engine.evaluate import NUM_CLICKS
 from focsam_onnx.engine.manifest import GateFigures
 from focsam_onnx.engine.model_dir import ModelDir
+from focsam_onnx.engine.prompts import Click
 from focsam_onnx.engine.runtime import FocSAMEngine
 
 
