@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from focsam_onnx.config import FocSAMConfig
+from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION, PRECISIONS
 
 FORMAT_VERSION = 2  # 2: typed schema, per-file opset and IR version, per-output parity
 MANIFEST = "manifest.json"
@@ -81,7 +82,8 @@ class EncoderPrecision:
 
 
 def _fp32_only() -> dict[str, EncoderPrecision]:
-    return {"fp32": EncoderPrecision("encoder.onnx", "onnxruntime")}
+    spec = PRECISIONS[DEFAULT_PRECISION]
+    return {spec.name: EncoderPrecision(spec.filename, spec.runtime)}
 
 
 @dataclass(frozen=True)
