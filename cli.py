@@ -269,7 +269,7 @@ def bench(ctx: typer.Context):
     """CPU latency benchmark (same as `python bench/latency.py`; `bench --help` for options)."""
     from focsam_onnx.bench.latency import main as bench_main
 
-    raise typer.Exit(code=bench_main(list(ctx.args)))
+    raise typer.Exit(code=bench_main(list(ctx.args), prog="focsam-onnx bench"))
 
 
 @app.command()

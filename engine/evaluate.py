@@ -52,11 +52,18 @@ class RunSettings:
 def run_object(engine: FocSAMEngine, image: np.ndarray, gt: np.ndarray, rng: random.Random,
                refine_at: int | None, num_clicks: int = NUM_CLICKS
                ) -> tuple[list[float], list[Click]]:
-    """Upstream's per-object loop (spec §6.2): a simulated click, then a prediction, 20 times.
-
-    Returns the IoU after every step and the clicks made (a step may add none).
-    """
+    """Open `image` and run `simulate_clicks` on it; returns the IoUs and the clicks made."""
     session = ClickSession(engine, engine.open_image(image), refine_at)
+    return simulate_clicks(session, gt, rng, num_clicks), list(session.clicks)
+
+
+def simulate_clicks(session: ClickSession, gt: np.ndarray, rng: random.Random,
+                    num_clicks: int = NUM_CLICKS) -> list[float]:
+    """Upstream's per-object loop (spec §6.2) on a fresh `session`: a simulated click, then a
+    prediction, `num_clicks` times (a step may add no click). Returns the IoU after every step.
+
+    gt: (H, W) uint8/bool, the object at the original image size.
+    """
     pred = np.zeros(gt.shape, np.uint8)
     ious = []
     for _ in range(num_clicks):
@@ -65,7 +72,7 @@ def run_object(engine: FocSAMEngine, image: np.ndarray, gt: np.ndarray, rng: ran
             raise ValueError("the ground truth is empty: nothing to click")
         pred = session.step(click).mask.astype(np.uint8)
         ious.append(binary_iou(pred, gt))
-    return ious, list(session.clicks)
+    return ious
 
 
 def evaluate(engine: FocSAMEngine, samples: Sequence[Sample], out_dir: str | Path,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from focsam_onnx.bench import latency, system_info
+from focsam_onnx.bench import cases, exports, isolated, measure, report, system_info
 from focsam_onnx.engine.graph_spec import DECODER
 from focsam_onnx.engine.model_dir import read_manifest
 from focsam_onnx.engine.roi import selected_windows
@@ -20,17 +20,28 @@ from focsam_onnx.engine.roi import selected_windows
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def test_bench_help_names_its_command():
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--help"])
+    assert result.exit_code == 0
+    assert result.output.startswith("usage: focsam-onnx bench ")
+    assert "--variant" in result.output
+
+
 def test_summarize_gives_linear_percentiles_in_ms():
-    stats = latency.summarize([0.001 * i for i in range(1, 11)])  # 1 ... 10 ms
+    stats = measure.summarize([0.001 * i for i in range(1, 11)])  # 1 ... 10 ms
     assert stats["p50_ms"] == pytest.approx(5.5)
     assert stats["p90_ms"] == pytest.approx(9.1)
     assert stats["min_ms"] == pytest.approx(1.0)
     assert stats["n"] == 10
 
 
-@pytest.mark.parametrize("windows", latency.REFINER_WINDOWS)
+@pytest.mark.parametrize("windows", cases.REFINER_WINDOWS)
 def test_window_mask_selects_that_many_windows_in_plain_and_shifted_blocks(windows):
-    mask = latency.window_token_mask(windows)
+    mask = cases.window_token_mask(windows)
     assert mask.shape == (1, 1, 64, 64)
     assert selected_windows(mask).size == windows
     assert selected_windows(mask, shift=8).size == windows
@@ -39,11 +50,11 @@ def test_window_mask_selects_that_many_windows_in_plain_and_shifted_blocks(windo
 @pytest.mark.parametrize("windows", [0, 2, 25])
 def test_window_mask_rejects_other_counts(windows):
     with pytest.raises(ValueError, match=str(windows)):
-        latency.window_token_mask(windows)
+        cases.window_token_mask(windows)
 
 
 def test_decoder_feeds_end_with_the_padding_point():
-    feeds = latency.decoder_feeds(5, np.random.default_rng(0))
+    feeds = cases.decoder_feeds(5, np.random.default_rng(0))
     assert list(feeds) == DECODER.input_names
     coords, labels = feeds["point_coords"], feeds["point_labels"]
     assert coords.shape == (1, 6, 2) and labels.shape == (1, 6)
@@ -62,7 +73,7 @@ def test_ratios_divide_p50s_and_average_over_counts():
               "decoder_1_click": _entry(10.0), "decoder_5_clicks": _entry(20.0),
               "decoder_20_clicks": _entry(30.0)}
     stages.update({f"refiner_{k}_window" + ("s" if k > 1 else ""): _entry(2.0 * k)
-                   for k in latency.REFINER_WINDOWS})
+                   for k in cases.REFINER_WINDOWS})
     baselines = {"torch_encoder": _entry(600.0), "simpleclick_vit_h_proxy": _entry(1000.0),
                  "sam_onnx_decoder_1_click": {**_entry(20.0), "interleaved_ours_over_this": 0.6},
                  "sam_onnx_decoder_5_clicks": {**_entry(20.0), "interleaved_ours_over_this": 0.7},
@@ -71,8 +82,8 @@ def test_ratios_divide_p50s_and_average_over_counts():
                  "torch_decoder_1_click": _entry(10.0), "torch_decoder_5_clicks": _entry(10.0),
                  "torch_decoder_20_clicks": _entry(10.0)}
     baselines.update({f"torch_refiner_{k}_window" + ("s" if k > 1 else ""): _entry(4.0 * k)
-                      for k in latency.REFINER_WINDOWS})
-    ratios = latency.compute_ratios(stages, baselines)
+                      for k in cases.REFINER_WINDOWS})
+    ratios = report.compute_ratios(stages, baselines)
     assert ratios["decoder_vs_sam_onnx_decoder"] == pytest.approx((0.5 + 1.0 + 1.5) / 3)
     assert ratios["decoder_vs_sam_onnx_decoder_interleaved"] == pytest.approx(0.7)
     assert ratios["interaction_vs_simpleclick_vit_h"] == pytest.approx(0.005)
@@ -95,7 +106,7 @@ def test_peak_rss_resets_per_stage():
 def _as_random_init(src: Path, dst: Path, variant: str, seed: int, code: str | None = None
                     ) -> None:
     shutil.copytree(src, dst)
-    source = latency._export_source(variant, seed)
+    source = exports.export_source(variant, seed)
     if code is not None:
         source = dataclasses.replace(source, code=code)
     manifest = dataclasses.replace(read_manifest(dst), source=source)
@@ -104,33 +115,33 @@ def _as_random_init(src: Path, dst: Path, variant: str, seed: int, code: str | N
 
 def test_model_cache_is_reused_only_for_its_variant_and_seed(tiny_model_dir, tmp_path,
                                                              monkeypatch):
-    exports = []
-    monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
+    calls = []
+    monkeypatch.setattr(isolated, "in_subprocess", lambda fn, *args: calls.append(args))
     _as_random_init(tiny_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
-    assert latency.focsam_model_dir(tmp_path, "tiny", 0) == tmp_path / "tiny-seed0"
-    assert exports == []
+    assert exports.focsam_model_dir(tmp_path, "tiny", 0) == tmp_path / "tiny-seed0"
+    assert calls == []
     _as_random_init(tiny_model_dir, tmp_path / "tiny-seed1", "tiny", 0)  # wrong seed inside
-    assert latency.focsam_model_dir(tmp_path, "tiny", 1) == tmp_path / "tiny-seed1"
-    assert exports == [("tiny", 1, str(tmp_path / "tiny-seed1"))]
+    assert exports.focsam_model_dir(tmp_path, "tiny", 1) == tmp_path / "tiny-seed1"
+    assert calls == [("tiny", 1, str(tmp_path / "tiny-seed1"))]
     assert not (tmp_path / "tiny-seed1" / "manifest.json").exists()  # stale manifest dropped
 
 
 def test_cache_rejects_an_export_from_other_code(tiny_model_dir, tmp_path, monkeypatch):
-    exports = []
-    monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
+    calls = []
+    monkeypatch.setattr(isolated, "in_subprocess", lambda fn, *args: calls.append(args))
     _as_random_init(tiny_model_dir, tmp_path / "tiny-seed0", "tiny", 0, code="0123456789abcdef")
-    latency.focsam_model_dir(tmp_path, "tiny", 0)
-    assert exports == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
+    exports.focsam_model_dir(tmp_path, "tiny", 0)
+    assert calls == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
 
 
 def test_cache_rejects_a_truncated_graph(tiny_model_dir, tmp_path, monkeypatch):
-    exports = []
-    monkeypatch.setattr(latency, "in_subprocess", lambda fn, *args: exports.append(args))
+    calls = []
+    monkeypatch.setattr(isolated, "in_subprocess", lambda fn, *args: calls.append(args))
     _as_random_init(tiny_model_dir, tmp_path / "tiny-seed0", "tiny", 0)
     decoder = tmp_path / "tiny-seed0" / "decoder.onnx"
     decoder.write_bytes(decoder.read_bytes()[:1000])
-    latency.focsam_model_dir(tmp_path, "tiny", 0)
-    assert exports == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
+    exports.focsam_model_dir(tmp_path, "tiny", 0)
+    assert calls == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
 
 
 @pytest.mark.parity
@@ -154,7 +165,7 @@ def test_sam_onnx_decoder_export_matches_segment_anything_in_torch(tmp_path):
     path = export_sam_onnx_decoder(sam, tmp_path / "sam_decoder.onnx", orig_hw=(600, 800))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == list(SAM_OUTPUT_NAMES)
-    feeds = sam_decoder_feeds(latency.decoder_feeds(3, np.random.default_rng(1)), (600, 800))
+    feeds = sam_decoder_feeds(cases.decoder_feeds(3, np.random.default_rng(1)), (600, 800))
     got = session.run(None, feeds)
     with torch.no_grad():
         want = SamOnnxModel(sam, return_single_mask=False)(
@@ -219,32 +230,33 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
          "--threads", "2", "--cache-dir", str(cache), "--json", str(out)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "torchvision" not in proc.stderr  # the exporters' chatter is silenced
     assert "| decoder_5_clicks |" in proc.stdout
-    report = json.loads(out.read_text())
+    data = json.loads(out.read_text())
 
     stages = {"preprocess", "encoder", "session_open_image", "session_reopen_disk_cache",
               "session_interaction_per_click"}
-    stages |= {f"decoder_{n}_click" + ("s" if n > 1 else "") for n in latency.DECODER_CLICKS}
-    stages |= {f"refiner_{k}_window" + ("s" if k > 1 else "") for k in latency.REFINER_WINDOWS}
-    assert set(report["stages"]) == stages
+    stages |= {f"decoder_{n}_click" + ("s" if n > 1 else "") for n in cases.DECODER_CLICKS}
+    stages |= {f"refiner_{k}_window" + ("s" if k > 1 else "") for k in cases.REFINER_WINDOWS}
+    assert set(data["stages"]) == stages
     baselines = {"torch_encoder", "simpleclick_vit_h_proxy"}
-    for n in latency.DECODER_CLICKS:
+    for n in cases.DECODER_CLICKS:
         baselines |= {f"{p}_{n}_click" + ("s" if n > 1 else "")
                       for p in ("sam_onnx_decoder", "torch_decoder")}
     baselines |= {f"torch_refiner_{k}_window" + ("s" if k > 1 else "")
-                  for k in latency.REFINER_WINDOWS}
-    assert set(report["baselines"]) == baselines
+                  for k in cases.REFINER_WINDOWS}
+    assert set(data["baselines"]) == baselines
     assert {"decoder_vs_sam_onnx_decoder", "decoder_vs_sam_onnx_decoder_interleaved",
             "interaction_vs_simpleclick_vit_h",
-            "encoder_ort_vs_torch"} <= set(report["ratios"])
-    for entry in [*report["stages"].values(), *report["baselines"].values()]:
+            "encoder_ort_vs_torch"} <= set(data["ratios"])
+    for entry in [*data["stages"].values(), *data["baselines"].values()]:
         assert {"p50_ms", "p90_ms", "peak_mb"} <= set(entry)
         assert entry["p90_ms"] >= entry["p50_ms"]
-    figures = list(_figures({k: report[k] for k in ("stages", "baselines", "ratios")}))
+    figures = list(_figures({k: data[k] for k in ("stages", "baselines", "ratios")}))
     assert len(figures) > 100
     assert [(where, v) for where, v in figures if not (np.isfinite(v) and v > 0)] == []
 
-    assert report["baselines"]["simpleclick_vit_h_proxy"]["reduced"] is True
-    assert report["settings"]["variant"] == "tiny" and report["settings"]["quick"] is True
-    assert report["machine"]["threads"] == 2 and report["machine"]["cpu_model"]
-    assert report["versions"]["onnxruntime"] and report["date"]
+    assert data["baselines"]["simpleclick_vit_h_proxy"]["reduced"] is True
+    assert data["settings"]["variant"] == "tiny" and data["settings"]["quick"] is True
+    assert data["machine"]["threads"] == 2 and data["machine"]["cpu_model"]
+    assert data["versions"]["onnxruntime"] and data["date"]

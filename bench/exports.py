@@ -1,0 +1,83 @@
+"""The graphs the benchmark times, exported once and kept in its cache folder.
+
+A random-init FocSAM export is reused only while its manifest says it was made from the same
+variant, seed and model/exporter code; the baselines (segment-anything's ONNX decoder, the
+SimpleClick ViT-H proxy) keep their own cache records. Exports run in a subprocess (torch stays
+out of the timing processes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+from focsam_onnx.bench import isolated
+from focsam_onnx.engine.manifest import Source
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def export_source(variant: str, seed: int) -> Source:
+    """What a cached export was made from, including the code that made its graphs: an export
+    from older model or exporter code is stale even with the same variant and seed."""
+    digest = hashlib.sha256()
+    for path in sorted([*PACKAGE.glob("models/*.py"), *PACKAGE.glob("export/*.py")]):
+        digest.update(path.read_bytes())
+    return Source("random-init", variant=variant, seed=seed, code=digest.hexdigest()[:16])
+
+
+def _quiet_exporters() -> None:
+    """Silence the ONNX exporters' log chatter (e.g. "torchvision is not installed. Skipping
+    torchvision::nms", four lines per export): the parity gate checks every export instead.
+
+    Importing torch configures its loggers, so this must run after that import to stick.
+    """
+    import torch  # noqa: F401  (see above)
+
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def export_focsam(variant: str, seed: int, out_dir: str) -> None:
+    from focsam_onnx.config import get_variant
+    from focsam_onnx.export.exporter import export_model
+    from focsam_onnx.models.focsam import build_model
+
+    _quiet_exporters()
+    export_model(build_model(get_variant(variant), seed=seed), out_dir,
+                 export_source(variant, seed))
+
+
+def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
+    """`cache_dir/<variant>-seed<seed>`, exported (in a subprocess) unless its manifest is valid."""
+    from focsam_onnx.engine.model_dir import ModelDirError, read_manifest, verify_files
+
+    out_dir = cache_dir / f"{variant}-seed{seed}"
+    try:
+        manifest = read_manifest(out_dir)
+        verify_files(out_dir, manifest, hash_files=False)
+        if manifest.source == export_source(variant, seed) and "refiner" in manifest.graphs:
+            return out_dir
+    except ModelDirError:
+        pass
+    (out_dir / "manifest.json").unlink(missing_ok=True)
+    log.info("exporting random-init %s to %s (first use; cached afterwards)", variant, out_dir)
+    isolated.in_subprocess(export_focsam, variant, seed, str(out_dir))
+    return out_dir
+
+
+def export_sam_decoder(out_dir: str, seed: int) -> str:
+    from focsam_onnx.bench.baselines import cached_sam_onnx_decoder
+
+    _quiet_exporters()
+    return str(cached_sam_onnx_decoder(out_dir, seed))
+
+
+def export_simpleclick_proxy(out_dir: str, depth: int, seed: int) -> str:
+    from focsam_onnx.bench.simpleclick_proxy import ProxyConfig, export_proxy
+
+    _quiet_exporters()
+    return str(export_proxy(out_dir, ProxyConfig(depth=depth), seed))

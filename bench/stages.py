@@ -1,0 +1,279 @@
+"""The benchmark's stage groups: each function runs in its own process (see `isolated.py`),
+loads only the graph it times, and returns {stage name: timing entry}.
+
+A group takes the run's `Settings` (and any baseline graph paths); `latency.STAGE_GROUPS` lists
+the groups a run measures and where their entries go in the report.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from focsam_onnx.bench import system_info
+from focsam_onnx.bench.cases import (
+    DECODER_CLICKS,
+    REFINER_WINDOWS,
+    SESSION_CLICKS,
+    decoder_feeds,
+    decoder_key,
+    refiner_feeds,
+    refiner_key,
+    synthetic_scene,
+)
+from focsam_onnx.bench.measure import interleaved, measure, median_ratio, summarize
+from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every stage process needs to know (picklable)."""
+
+    model_dir: str
+    variant: str
+    threads: int
+    warmup: int
+    repeats: int
+    seed: int = 0
+
+
+def _graph_session(s: Settings, spec, spinning: bool = True):
+    from focsam_onnx.engine.model_dir import graph_session
+
+    return graph_session(Path(s.model_dir) / spec.filename, spec, s.threads, spinning=spinning)
+
+
+def _baseline_session(path: str, threads: int, spinning: bool = True):
+    """A baseline graph gets the options our decoder and refiner get."""
+    import onnxruntime as ort
+
+    from focsam_onnx.engine.model_dir import session_options
+
+    return ort.InferenceSession(path, session_options(threads, spinning),
+                                providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------- our graphs and the engine
+
+
+def encoder_stages(s: Settings) -> dict:
+    """preprocess (numpy, the synthetic image) and encoder (the graph alone)."""
+    from focsam_onnx.engine.preprocess import preprocess
+
+    image, _ = synthetic_scene()
+    out = {"preprocess": measure(lambda: preprocess(image), s.warmup, s.repeats)}
+    session = _graph_session(s, ENCODER)
+    feeds = {ENCODER.input_names[0]: preprocess(image)[0]}
+    out["encoder"] = measure(lambda: session.run(None, feeds), s.warmup, s.repeats)
+    out["encoder"]["process_peak_mb"] = system_info.process_peak_mb()
+    return out
+
+
+def decoder_stages(s: Settings) -> dict:
+    session, rng = _graph_session(s, DECODER), np.random.default_rng(s.seed)
+    out = {}
+    for n in DECODER_CLICKS:
+        feeds = decoder_feeds(n, rng)
+        out[decoder_key("decoder", n)] = measure(lambda f=feeds: session.run(None, f),
+                                                 s.warmup, s.repeats)
+    return out
+
+
+def refiner_stages(s: Settings) -> dict:
+    from focsam_onnx.engine.roi import selected_windows
+
+    session, rng = _graph_session(s, REFINER), np.random.default_rng(s.seed)
+    out = {}
+    for k in REFINER_WINDOWS:
+        feeds = refiner_feeds(k, rng)
+        entry = measure(lambda f=feeds: session.run(None, f), s.warmup, s.repeats)
+        mask = feeds[REFINER.input_names[2]]
+        entry["windows_plain"] = int(selected_windows(mask).size)
+        entry["windows_shifted"] = int(selected_windows(mask, shift=8).size)
+        out[refiner_key("refiner", k)] = entry
+    return out
+
+
+def session_stages(s: Settings) -> dict:
+    """Cold open (encoder), reopen from the disk cache, and SESSION_CLICKS-click sessions."""
+    from focsam_onnx.engine.cache import EmbeddingCache
+    from focsam_onnx.engine.runtime import FocSAMEngine
+
+    image, gt = synthetic_scene()
+    cache_dir = Path(tempfile.mkdtemp(prefix="focsam-bench-emb-"))
+    try:
+        engine = FocSAMEngine.open(s.model_dir, s.threads, cache_dir=cache_dir)
+        encoded = None
+
+        def cold_open() -> None:
+            nonlocal encoded
+            encoded = engine.open_image(image)
+
+        # Once: a second cold open would need another image or an emptied cache.
+        out = {"session_open_image": measure(cold_open, 0, 1)}
+        fresh = []
+
+        def reopen() -> None:
+            fresh.append(FocSAMEngine(engine.model, EmbeddingCache(1, cache_dir)).open_image(image))
+
+        out["session_reopen_disk_cache"] = measure(reopen, s.warmup, s.repeats)
+        if not all(e.from_cache for e in fresh):
+            raise RuntimeError("reopening the image missed the disk cache")
+        out["session_interaction_per_click"] = _interaction(engine, encoded, gt, s)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return out
+
+
+def _timed_session(engine, encoded):
+    """A ClickSession whose `step` records its wall time: evaluation's click loop drives it, and
+    only the steps are timed (the click simulator's distance transforms stand in for a user)."""
+    from focsam_onnx.engine.click_session import ClickSession
+
+    class TimedSession(ClickSession):
+        def __init__(self):
+            super().__init__(engine, encoded)
+            self.steps_ms: list[dict] = []
+
+        def step(self, click):
+            start = time.perf_counter()
+            result = super().step(click)
+            wall = (time.perf_counter() - start) * 1000.0
+            self.steps_ms.append({**result.timings_ms, "wall": wall})
+            return result
+
+    return TimedSession()
+
+
+def _run_session(engine, encoded, gt: np.ndarray, seed: int) -> list[dict]:
+    """One object, SESSION_CLICKS simulated clicks; returns each step's timings (ms)."""
+    from focsam_onnx.engine.evaluate import simulate_clicks
+
+    session = _timed_session(engine, encoded)
+    simulate_clicks(session, gt, random.Random(seed), SESSION_CLICKS)
+    return session.steps_ms
+
+
+def _breakdown(steps: list[dict]) -> dict:
+    """Median ms per click of each part of a step; the refiner's parts on the step that ran it."""
+    def median(key: str) -> float:
+        return float(np.median([st[key] for st in steps if key in st]))
+
+    # The wall time encloses the timed parts, so this is >= 0; the floor keeps a tie positive.
+    overhead = [st["wall"] - st["total"] for st in steps]
+    return {"decode": median("decode"), "postprocess": median("postprocess"),
+            "coarse_decode_once": median("coarse_decode"), "refine_once": median("refine"),
+            "other": max(float(np.median(overhead)), 1e-6), "step_wall": median("wall")}
+
+
+def _interaction(engine, encoded, gt: np.ndarray, s: Settings) -> dict:
+    system_info.reset_peak_rss()
+    rss_at_start = system_info.current_rss_mb()
+    for i in range(s.warmup):
+        _run_session(engine, encoded, gt, seed=1000 + i)
+    per_click, steps = [], []
+    for i in range(s.repeats):
+        session_steps = _run_session(engine, encoded, gt, seed=i)
+        per_click.append(sum(st["wall"] for st in session_steps) / 1000.0 / SESSION_CLICKS)
+        steps += session_steps
+    return {**summarize(per_click), "peak_mb": system_info.peak_rss_mb(),
+            "rss_at_start_mb": rss_at_start, "clicks_per_session": SESSION_CLICKS,
+            "breakdown_ms": _breakdown(steps)}
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def sam_decoder_stages(s: Settings, sam_decoder: str) -> dict:
+    """The official SAM ONNX decoder on the same inputs as ours, orig_im_size (1024, 1024)."""
+    from focsam_onnx.bench.baselines import sam_decoder_feeds
+
+    session, rng, out = _baseline_session(sam_decoder, s.threads), np.random.default_rng(s.seed), {}
+    for n in DECODER_CLICKS:
+        feeds = sam_decoder_feeds(decoder_feeds(n, rng))
+        entry = measure(lambda f=feeds: session.run(None, f), s.warmup, s.repeats)
+        entry["note"] = "4 masks, upsampled in-graph to 1024x1024 (orig_im_size)"
+        out[decoder_key("sam_onnx_decoder", n)] = entry
+    for n, ratio in _interleaved_decoder_ratios(s, sam_decoder).items():
+        out[decoder_key("sam_onnx_decoder", n)]["interleaved_ours_over_this"] = ratio
+    return out
+
+
+def _interleaved_decoder_ratios(s: Settings, sam_decoder: str) -> dict[int, float]:
+    """Median over pairs of (our decoder's time / segment-anything's), the two run back to back.
+
+    Neither session spins, so the idle one does not steal the busy one's cores.
+    """
+    from focsam_onnx.bench.baselines import sam_decoder_feeds
+
+    ours = _graph_session(s, DECODER, spinning=False)
+    theirs = _baseline_session(sam_decoder, s.threads, spinning=False)
+    rng, ratios = np.random.default_rng(s.seed), {}
+    for n in DECODER_CLICKS:
+        feeds = decoder_feeds(n, rng)
+        sam_feeds = sam_decoder_feeds(feeds)
+        times = interleaved([lambda f=feeds: ours.run(None, f),
+                             lambda f=sam_feeds: theirs.run(None, f)], s.warmup, 2 * s.repeats)
+        ratios[n] = median_ratio(*times)
+    return ratios
+
+
+def torch_stages(s: Settings) -> dict:
+    """Our torch modules in eager mode (the export wrappers, weights of `s.seed`)."""
+    import torch
+
+    from focsam_onnx.config import get_variant
+    from focsam_onnx.export.wrappers import DecoderGraph, EncoderGraph, RefinerGraph
+    from focsam_onnx.models.focsam import build_model
+
+    torch.set_num_threads(s.threads)
+    model = build_model(get_variant(s.variant), seed=s.seed)
+    out, rng = {}, np.random.default_rng(s.seed)
+    with torch.inference_mode():
+        out["torch_encoder"] = _torch_encoder_stage(EncoderGraph(model), s)
+        del model.backbone  # the decoder and refiner never need the ViT
+        decoder, refiner = DecoderGraph(model), RefinerGraph(model)
+        for n in DECODER_CLICKS:
+            args = [torch.from_numpy(v) for v in decoder_feeds(n, rng).values()]
+            out[decoder_key("torch_decoder", n)] = measure(lambda a=args: decoder(*a),
+                                                           s.warmup, s.repeats)
+        for k in REFINER_WINDOWS:
+            args = [torch.from_numpy(v) for v in refiner_feeds(k, rng).values()]
+            out[refiner_key("torch_refiner", k)] = measure(lambda a=args: refiner(*a),
+                                                           s.warmup, s.repeats)
+    return out
+
+
+def _torch_encoder_stage(encoder, s: Settings) -> dict:
+    import torch
+
+    from focsam_onnx.engine.preprocess import preprocess
+
+    image = torch.from_numpy(preprocess(synthetic_scene()[0])[0])
+    entry = measure(lambda: encoder(image), s.warmup, s.repeats)
+    return {**entry, "process_peak_mb": system_info.process_peak_mb()}
+
+
+def proxy_stages(s: Settings, proxy_path: str, depth: int) -> dict:
+    """The SimpleClick ViT-H proxy in onnxruntime, once per click."""
+    from focsam_onnx.bench.simpleclick_proxy import INPUT_NAME, ProxyConfig, proxy_parameters
+
+    cfg = ProxyConfig(depth=depth)
+    session = _baseline_session(proxy_path, s.threads)
+    image = np.random.default_rng(s.seed).standard_normal(
+        (1, 3, cfg.image_size, cfg.image_size), np.float32)
+    entry = measure(lambda: session.run(None, {INPUT_NAME: image}), s.warmup, s.repeats)
+    entry.update({"process_peak_mb": system_info.process_peak_mb(), "reduced": cfg.reduced,
+                  "depth": cfg.depth, "embed_dim": cfg.embed_dim, "input_size": cfg.image_size,
+                  "tokens": cfg.tokens, "parameters": proxy_parameters(Path(proxy_path).parent)})
+    entry["note"] = ("plain ViT backbone, global attention, once per click: a lower bound on "
+                     "SimpleClick's per-click cost (click-map embedding, head and zoom-in omitted)")
+    if cfg.reduced:
+        entry["note"] += f"; REDUCED to depth {cfg.depth} (--quick), not ViT-H's 32"
+    return {"simpleclick_vit_h_proxy": entry}
