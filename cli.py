@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -213,6 +214,116 @@ def segment(
         console.print(f"overlay written to {overlay}")
 
 
+RAY_HELP = ("Encode on a Ray cluster: 'local' starts one on this machine, 'auto' joins the "
+            "cluster this machine is part of (`ray start`), HOST:PORT joins that head node.")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """The Ray options shared by `embed` and `evaluate`; no address: this process encodes."""
+
+    address: str | None
+    workers: int | None
+    worker_cpus: int
+    worker_memory_gb: float | None
+
+
+def _embed(paths: list[Path], model: Path, cache_dir: Path, threads: int | None,
+           ray: RayOptions):
+    """Encode `paths` into `cache_dir` (here or on Ray) under a progress bar; the report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from focsam_onnx.engine.cache import EmbeddingCache
+    from focsam_onnx.engine.embed import embed_images, local_encoder
+    from focsam_onnx.engine.model_dir import read_manifest
+
+    cache = EmbeddingCache(cache_dir=cache_dir)
+    columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+               TextColumn("{task.fields[eta]}"))
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("embedding", total=len(paths), rate="", eta="-")
+
+        def show(report) -> None:
+            rate = report.images_per_minute()
+            eta = _clock((report.total - report.done) / rate * 60) if rate else "-"
+            progress.update(task, description="embedding", completed=report.done,
+                            rate=f"{rate:.1f} img/min", eta=eta)
+
+        if ray.address is None:
+            from focsam_onnx.engine.runtime import FocSAMEngine
+
+            engine = FocSAMEngine.open(model, threads=threads)
+            return embed_images(paths, cache, engine.model.model_id, local_encoder(engine), show)
+        from focsam_onnx.cluster.ray_encoder import embed_on_ray
+
+        progress.update(task, description=f"starting Ray workers ({ray.address})")
+        model_id = read_manifest(model).model_id
+        memory = int(ray.worker_memory_gb * 2**30) if ray.worker_memory_gb else None
+        return embed_on_ray(paths, cache, model, model_id, ray.address, ray.workers,
+                            ray.worker_cpus, memory, show)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _print_embed_report(report) -> None:
+    for path, reason in report.failures:
+        where = "" if str(path) in reason else f"{path}: "  # image errors name their file
+        errors.print(Text("failed: ", style="bold red") + Text(where + reason), highlight=False)
+    console.print(f"{report.encoded} encoded, {report.cached} already cached, "
+                  f"{len(report.failures)} failed, of {report.total} images "
+                  f"({report.images_per_minute():.1f} images/min)")
+
+
+WORKERS_HELP = "Ray workers (default: as many as the cluster's CPUs allow)."
+WORKER_CPUS_HELP = "CPUs (and onnxruntime threads) per Ray worker."
+WORKER_MEMORY_HELP = "Memory per Ray worker in GB (default: twice the encoder's weights + 0.5)."
+
+
+@app.command()
+def embed(
+    images: list[Path] | None = typer.Argument(None, help="Image files and folders (searched "
+                                                          "recursively)."),
+    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    cache_dir: Path = typer.Option(..., "--cache-dir", help="Embedding cache folder to fill."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Encode a dataset's images "
+                                                               "instead (names as `evaluate`)."),
+    data_root: Path | None = typer.Option(None, "--data-root", help="The dataset's folder."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    ray: str | None = typer.Option(None, "--ray", help=RAY_HELP),
+    workers: int | None = typer.Option(None, help=WORKERS_HELP),
+    worker_cpus: int = typer.Option(1, help=WORKER_CPUS_HELP),
+    worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
+):
+    """Encode many images into the embedding cache (resumable: run it again to go on)."""
+    from focsam_onnx.cluster.ray_encoder import ClusterError
+    from focsam_onnx.engine.datasets import open_dataset
+    from focsam_onnx.engine.embed import dataset_images, find_images
+
+    try:
+        if (dataset is None) != (data_root is None):
+            raise ValueError("--dataset and --data-root go together")
+        if dataset is not None and images:
+            raise ValueError("give image paths or --dataset, not both")
+        if dataset is not None:
+            paths = dataset_images(open_dataset(dataset, data_root))
+        elif images:
+            paths = find_images(images)
+        else:
+            raise ValueError("nothing to encode: give image files or folders, or --dataset")
+        report = _embed(paths, model, cache_dir, threads,
+                        RayOptions(ray, workers, worker_cpus, worker_memory_gb))
+    except (ValueError, ClusterError) as err:
+        fail(str(err))
+    _print_embed_report(report)
+    if report.failures:
+        raise typer.Exit(code=1)
+
+
 @app.command()
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
@@ -233,12 +344,21 @@ def evaluate(
     threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
     encoder_precision: str = typer.Option(
         "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
-    cache_dir: Path | None = typer.Option(None, help="Image-embedding cache folder."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Image-embedding cache folder (filled by `embed`; with --ray default "
+                   "OUT/embeddings)."),
+    ray: str | None = typer.Option(None, "--ray", help=RAY_HELP + " The dataset is encoded "
+                                   "there first; the click loop then runs here, unchanged."),
+    workers: int | None = typer.Option(None, help=WORKERS_HELP),
+    worker_cpus: int = typer.Option(1, help=WORKER_CPUS_HELP),
+    worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
 ):
     """NoC@85/90/95 and mIoU over 20 simulated clicks per object, exactly as upstream."""
     from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
+    from focsam_onnx.cluster.ray_encoder import ClusterError
     from focsam_onnx.engine.datasets import open_dataset
+    from focsam_onnx.engine.embed import dataset_images
     from focsam_onnx.engine.evaluate import RunSettings, protocol
     from focsam_onnx.engine.evaluate import evaluate as run_evaluation
     from focsam_onnx.engine.metrics import markdown_table
@@ -246,6 +366,15 @@ def evaluate(
 
     try:
         samples = open_dataset(dataset, data_root)
+        if ray is not None:
+            if encoder_precision != "fp32":
+                raise ValueError("--ray encodes with the fp32 encoder only")
+            cache_dir = cache_dir or out / "embeddings"
+            report = _embed(dataset_images(samples[:limit]), model, cache_dir, threads,
+                            RayOptions(ray, workers, worker_cpus, worker_memory_gb))
+            _print_embed_report(report)
+            if report.failures:
+                raise ValueError(f"{len(report.failures)} images could not be encoded")
         engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
                                    encoder_precision=encoder_precision)
         settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id,
@@ -257,7 +386,7 @@ def evaluate(
             metrics = run_evaluation(
                 engine, samples, out, settings, limit,
                 on_progress=lambda done, total: progress.update(task, completed=done))
-    except ValueError as err:
+    except (ValueError, ClusterError) as err:
         fail(str(err))
     console.print(markdown_table(metrics, f"{dataset} — {mode}", protocol(dataset)))
     console.print(f"results in {out}")

@@ -50,6 +50,12 @@ class EmbeddingCache:
             self._remember(key, embeddings)
         return embeddings
 
+    def contains(self, image_hash: str, model_id: str, precision: str) -> bool:
+        """Whether a valid entry exists (checked like `get`), without loading it into memory."""
+        key = cache_key(image_hash, model_id, precision)
+        return (key in self._memory
+                or self._read_disk(key, image_hash, model_id, precision) is not None)
+
     def put(self, image_hash: str, model_id: str, precision: str,
             embeddings: np.ndarray) -> np.ndarray:
         """Store `embeddings`; returns the stored, read-only array."""
