@@ -1,0 +1,136 @@
+"""`embed --ray` and `evaluate --ray` on a real local Ray instance: same bytes, same metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from focsam_onnx.cli import app
+from focsam_onnx.cluster.ray_encoder import EncoderPool, connect
+from focsam_onnx.engine.cache import EmbeddingCache
+from focsam_onnx.engine.embed import embed_images, find_images
+from focsam_onnx.engine.model_dir import read_manifest
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One small local Ray instance (2 CPUs, on 127.0.0.1) for the module, always stopped."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("ray is not installed: CI installs the `ray` extra")
+        pytest.skip("ray is not installed: pip install 'focsam-onnx[ray]'")
+    with connect("local", num_cpus=2, object_store_bytes=80 << 20) as ray:
+        yield ray
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A `folder` dataset of four images with a rectangle object each."""
+    root = tmp_path_factory.mktemp("ray_dataset")
+    rng = np.random.default_rng(3)
+    for folder in ("images", "masks"):
+        (root / folder).mkdir()
+    for i in range(4):
+        image = rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8)
+        mask = np.zeros(image.shape[:2], np.uint8)
+        mask[8:30, 10 + i:44] = 255
+        cv2.imwrite(str(root / "images" / f"s{i}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"s{i}.png"), mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference_cache(tiny_model_dir, dataset, tmp_path_factory) -> Path:
+    """The images embedded by a single-process `embed`."""
+    cache = tmp_path_factory.mktemp("single_process_cache")
+    result = runner.invoke(app, ["embed", str(dataset / "images"), "--model",
+                                 str(tiny_model_dir), "--cache-dir", str(cache)])
+    assert result.exit_code == 0, result.output
+    return cache
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_embed_on_ray_writes_the_single_process_bytes(ray_local, tiny_model_dir, dataset,
+                                                      reference_cache, tmp_path):
+    result = runner.invoke(app, ["embed", str(dataset / "images"), "--model",
+                                 str(tiny_model_dir), "--cache-dir", str(tmp_path),
+                                 "--ray", "local", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "4 encoded, 0 already cached, 0 failed, of 4 images" in result.output
+    assert len(files(reference_cache)) == 8 and files(tmp_path) == files(reference_cache)
+
+
+def test_evaluate_on_ray_gives_the_single_process_metrics(ray_local, tiny_model_dir, dataset,
+                                                          tmp_path):
+    base = ["evaluate", "--model", str(tiny_model_dir), "--dataset", "folder",
+            "--data-root", str(dataset), "--limit", "3"]
+    single = runner.invoke(app, [*base, "--out", str(tmp_path / "single")])
+    assert single.exit_code == 0, single.output
+    on_ray = runner.invoke(app, [*base, "--out", str(tmp_path / "ray"), "--ray", "local"])
+    assert on_ray.exit_code == 0, on_ray.output
+    assert "3 encoded" in on_ray.output  # --limit 3: only those images
+    assert len(list((tmp_path / "ray" / "embeddings").glob("*.json"))) == 3
+    for name in ("metrics.json", "per_sample.json"):
+        assert (json.loads((tmp_path / "ray" / name).read_text())
+                == json.loads((tmp_path / "single" / name).read_text()))
+
+
+class CountingCache(EmbeddingCache):
+    """A real disk cache that counts its writes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.writes: list[str] = []
+
+    def put(self, image_hash, model_id, embeddings):
+        self.writes.append(image_hash)
+        return super().put(image_hash, model_id, embeddings)
+
+
+def test_a_killed_worker_is_restarted_and_every_image_cached_once(
+        ray_local, tiny_model_dir, dataset, reference_cache, tmp_path):
+    model_id = read_manifest(tiny_model_dir)["model_id"]
+    pool = EncoderPool(ray_local, tiny_model_dir, model_id, workers=2)
+    try:
+        first_pids = pool.pids()
+        killed = []
+
+        def kill_one_midway(report) -> None:
+            if report.encoded == 1 and not killed:  # three images still to go, some in flight
+                os.kill(first_pids[0], signal.SIGKILL)
+                killed.append(first_pids[0])
+
+        cache = CountingCache(cache_dir=tmp_path)
+        paths = find_images([dataset / "images"])
+        report = embed_images(paths, cache, model_id, pool, kill_one_midway)
+        assert killed and pool.pids()[0] != first_pids[0]  # Ray restarted that worker
+    finally:
+        pool.close()
+    assert report.encoded == 4 and not report.failures
+    assert sorted(cache.writes) == sorted(set(cache.writes)) and len(cache.writes) == 4
+    assert files(tmp_path) == files(reference_cache)
+
+
+def test_without_ray_the_error_names_the_extra(tiny_model_dir, dataset, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without ray has
+    result = runner.invoke(app, ["embed", str(dataset / "images"), "--model",
+                                 str(tiny_model_dir), "--cache-dir", str(tmp_path),
+                                 "--ray", "local"])
+    assert result.exit_code == 2
+    assert "--ray needs Ray, which is not installed: pip install 'focsam-onnx[ray]'" in (
+        result.output)
