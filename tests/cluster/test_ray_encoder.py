@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +22,7 @@ from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.embed import embed_images, find_images
 from focsam_onnx.engine.model_dir import read_manifest
 
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
@@ -104,7 +108,7 @@ class CountingCache(EmbeddingCache):
 
 def test_a_killed_worker_is_restarted_and_every_image_cached_once(
         ray_local, tiny_model_dir, dataset, reference_cache, tmp_path):
-    model_id = read_manifest(tiny_model_dir)["model_id"]
+    model_id = read_manifest(tiny_model_dir).model_id
     pool = EncoderPool(ray_local, tiny_model_dir, model_id, workers=2)
     try:
         first_pids = pool.pids()
@@ -124,6 +128,24 @@ def test_a_killed_worker_is_restarted_and_every_image_cached_once(
     assert report.encoded == 4 and not report.failures
     assert sorted(cache.writes) == sorted(set(cache.writes)) and len(cache.writes) == 4
     assert files(tmp_path) == files(reference_cache)
+
+
+def test_readme_embed_commands_run(ray_local, tiny_model_dir, tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text().split("## Encode many images\n", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    commands = [shlex.split(line) for line in block.splitlines() if line.strip()]
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "exported" / "tiny").symlink_to(tiny_model_dir)
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for argv in commands:
+        assert argv[0] == ".venv/bin/focsam-onnx", argv
+        result = runner.invoke(app, argv[1:])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert "1 encoded, 0 already cached" in outputs[0]
+    assert "0 encoded, 1 already cached" in outputs[1]
 
 
 def test_without_ray_the_error_names_the_extra(tiny_model_dir, dataset, tmp_path, monkeypatch):
