@@ -281,7 +281,7 @@ def _print_embed_report(report) -> None:
 
 WORKERS_HELP = "Ray workers (default: as many as the cluster's CPUs allow)."
 WORKER_CPUS_HELP = "CPUs (and onnxruntime threads) per Ray worker."
-WORKER_MEMORY_HELP = "Memory per Ray worker in GB (default: twice the encoder's weights + 0.5)."
+WORKER_MEMORY_HELP = "Memory per Ray worker in GiB (default: twice the encoder's weights + 0.5)."
 
 
 @app.command()
