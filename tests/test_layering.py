@@ -1,6 +1,6 @@
 """The layers, read from the source: models/ (torch) and engine/ (numpy + onnxruntime) never
-import each other; export/ may import both; serve/ (the web app) stands on the engine alone. Lazy
-imports inside functions count too."""
+import each other; export/ may import both; serve/ (the web app) stands on the engine alone; Ray
+stays in cluster/. Lazy imports inside functions count too."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "models": ("focsam_onnx.engine", "focsam_onnx.export", "focsam_onnx.cli"),
     "engine": ("focsam_onnx.models", "focsam_onnx.export", "focsam_onnx.cli", "focsam_onnx.serve",
-               "torch"),
+               "focsam_onnx.cluster", "torch", "ray"),
     "serve": ("focsam_onnx.models", "focsam_onnx.export", "focsam_onnx.cli", "torch"),
 }
 
