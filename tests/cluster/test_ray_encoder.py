@@ -101,9 +101,9 @@ class CountingCache(EmbeddingCache):
         super().__init__(*args, **kwargs)
         self.writes: list[str] = []
 
-    def put(self, image_hash, model_id, embeddings):
+    def put(self, image_hash, model_id, precision, embeddings):
         self.writes.append(image_hash)
-        return super().put(image_hash, model_id, embeddings)
+        return super().put(image_hash, model_id, precision, embeddings)
 
 
 def test_a_killed_worker_is_restarted_and_every_image_cached_once(

@@ -39,7 +39,7 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 def cached(cache_dir: Path, model_id: str, paths: list[Path]) -> list[Path]:
     """The images of `paths` that have a valid entry in `cache_dir`."""
     cache = EmbeddingCache(cache_dir=cache_dir)
-    return [p for p in paths if cache.contains(image_content_hash(load_image(p)), model_id)]
+    return [p for p in paths if cache.contains(image_content_hash(load_image(p)), model_id, "fp32")]
 
 
 @pytest.fixture(scope="module")
