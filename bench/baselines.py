@@ -104,11 +104,12 @@ def export_sam_onnx_decoder(sam, path: str | Path, return_single_mask: bool = Fa
 
 
 def cached_sam_onnx_decoder(out_dir: str | Path, seed: int = 0,
-                            orig_hw: tuple[int, int] = (1024, 1024)) -> Path:
+                            orig_hw: tuple[int, int] = (1024, 1024),
+                            return_single_mask: bool = False) -> Path:
     """`out_dir/sam_decoder.onnx` of `build_random_sam(seed)`, exported on first use."""
     out_dir = Path(out_dir)
     path, meta_path = out_dir / SAM_DECODER_FILE, out_dir / "meta.json"
-    meta = {"seed": seed, "opset": SAM_OPSET, "return_single_mask": False,
+    meta = {"seed": seed, "opset": SAM_OPSET, "return_single_mask": return_single_mask,
             "orig_hw": list(orig_hw)}
     try:
         recorded = json.loads(meta_path.read_text())
@@ -118,7 +119,7 @@ def cached_sam_onnx_decoder(out_dir: str | Path, seed: int = 0,
     except (OSError, ValueError):
         pass
     meta_path.unlink(missing_ok=True)
-    export_sam_onnx_decoder(build_random_sam(seed), path, orig_hw=orig_hw)
+    export_sam_onnx_decoder(build_random_sam(seed), path, return_single_mask, orig_hw=orig_hw)
     meta_path.write_text(json.dumps({**meta, "size": path.stat().st_size}) + "\n")
     return path
 

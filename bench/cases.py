@@ -14,6 +14,7 @@ from focsam_onnx.engine.graph_spec import DECODER, REFINER
 
 DECODER_CLICKS = (1, 5, 20)
 REFINER_WINDOWS = (1, 4, 9, 16)
+REFINE_CLICK_WINDOWS = (1, 4, 16)
 SESSION_CLICKS = 20
 SCENE_HW = (480, 640)  # GrabCut / Berkeley-sized: post-processing cost scales with the image
 

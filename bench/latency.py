@@ -43,7 +43,9 @@ QUICK_PROXY_DEPTH = 1  # a 1-block ViT-H keeps --quick short; reported as a redu
 class Baselines:
     """Paths of the baseline graphs, exported (cached) before the stages run."""
 
-    sam_decoder: str
+    sam_decoder: str  # 4 masks at orig_im_size 1024x1024 (segment-anything's default export)
+    sam_single_mask: str  # return_single_mask=True at orig_im_size SCENE_HW
+    reference_refiner: str  # our refiner as written in models/, not rewritten
     proxy: str
     proxy_depth: int
 
@@ -65,6 +67,10 @@ STAGE_GROUPS = (
     StageGroup("decoder", stages.decoder_stages, "stages"),
     StageGroup("refiner", stages.refiner_stages, "stages"),
     StageGroup("20-click session", stages.session_stages, "stages"),
+    StageGroup("refine click vs the unrewritten refiner", stages.refine_click_stages, "stages",
+               lambda b: (b.reference_refiner,)),
+    StageGroup("decoder to the image vs segment-anything's single-mask decoder",
+               stages.decoder_to_image_stages, "stages", lambda b: (b.sam_single_mask,)),
     StageGroup("segment-anything ONNX decoder", stages.sam_decoder_stages, "baselines",
                lambda b: (b.sam_decoder,)),
     StageGroup("torch eager", stages.torch_stages, "baselines"),
@@ -122,14 +128,19 @@ def _resolve_model(args: argparse.Namespace, variant: str) -> tuple[Path, str]:
     return args.model, manifest.variant
 
 
-def _baselines(args: argparse.Namespace, seed: int) -> Baselines:
+def _baselines(args: argparse.Namespace, variant: str, seed: int) -> Baselines:
     depth = QUICK_PROXY_DEPTH if args.quick else 32
-    log.info("preparing baseline graphs in %s", args.cache_dir)
-    sam_decoder = in_subprocess(exports.export_sam_decoder,
-                                str(args.cache_dir / "sam_onnx_decoder"), seed)
+    cache = args.cache_dir
+    log.info("preparing baseline graphs in %s", cache)
+    sam_decoder = in_subprocess(exports.export_sam_decoder, str(cache / "sam_onnx_decoder"), seed)
+    height, width = SCENE_HW
+    sam_single = in_subprocess(exports.export_sam_decoder,
+                               str(cache / f"sam_onnx_decoder_single-{height}x{width}"), seed,
+                               SCENE_HW, True)
+    reference = exports.reference_refiner(cache, variant, seed)
     proxy = in_subprocess(exports.export_simpleclick_proxy,
-                          str(args.cache_dir / f"simpleclick_proxy-depth{depth}"), depth, seed)
-    return Baselines(sam_decoder, proxy, depth)
+                          str(cache / f"simpleclick_proxy-depth{depth}"), depth, seed)
+    return Baselines(sam_decoder, sam_single, str(reference), proxy, depth)
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
@@ -139,7 +150,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                  args.warmup if args.warmup is not None else (1 if args.quick else 2),
                  args.repeats if args.repeats is not None else (3 if args.quick else 10),
                  args.seed)
-    baselines = _baselines(args, s.seed)
+    baselines = _baselines(args, variant, s.seed)
     sections: dict[str, dict] = {"stages": {}, "baselines": {}}
     for group in STAGE_GROUPS:
         start = time.perf_counter()

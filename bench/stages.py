@@ -19,7 +19,9 @@ import numpy as np
 from focsam_onnx.bench import system_info
 from focsam_onnx.bench.cases import (
     DECODER_CLICKS,
+    REFINE_CLICK_WINDOWS,
     REFINER_WINDOWS,
+    SCENE_HW,
     SESSION_CLICKS,
     decoder_feeds,
     decoder_key,
@@ -43,19 +45,20 @@ class Settings:
     seed: int = 0
 
 
-def _graph_session(s: Settings, spec, spinning: bool = True):
+def _graph_session(s: Settings, spec):
+    """Our graph's session, as the engine makes it (options, thread count, no spinning)."""
     from focsam_onnx.engine.model_dir import graph_session
 
-    return graph_session(Path(s.model_dir) / spec.filename, spec, s.threads, spinning=spinning)
+    return graph_session(Path(s.model_dir) / spec.filename, spec, s.threads)
 
 
-def _baseline_session(path: str, threads: int, spinning: bool = True):
+def _baseline_session(path: str, threads: int):
     """A baseline graph gets the options our decoder and refiner get."""
     import onnxruntime as ort
 
     from focsam_onnx.engine.model_dir import session_options
 
-    return ort.InferenceSession(path, session_options(threads, spinning),
+    return ort.InferenceSession(path, session_options(threads),
                                 providers=["CPUExecutionProvider"])
 
 
@@ -187,6 +190,62 @@ def _interaction(engine, encoded, gt: np.ndarray, s: Settings) -> dict:
             "breakdown_ms": _breakdown(steps)}
 
 
+def _pair_entry(times: list[float], other: list[float], other_name: str) -> dict:
+    """Timing entry of `times`, with the interleaved contender's p50 and the median ratio."""
+    return {**summarize(times), "peak_mb": system_info.peak_rss_mb(),
+            f"{other_name}_p50_ms": summarize(other)["p50_ms"],
+            f"interleaved_vs_{other_name}": median_ratio(times, other)}
+
+
+def refine_click_stages(s: Settings, reference_refiner: str) -> dict:
+    """The refine click (coarse decode + refiner + decode on the refined embeddings) with our
+    refiner graph and, interleaved with it, the same click with the unrewritten refiner."""
+    from focsam_onnx.engine.model_dir import graph_session
+
+    decoder, ours = _graph_session(s, DECODER), _graph_session(s, REFINER)
+    reference = graph_session(Path(reference_refiner), REFINER, s.threads)
+    rng, out = np.random.default_rng(s.seed), {}
+    embeddings_name = DECODER.input_names[0]
+    for k in REFINE_CLICK_WINDOWS:
+        decoder_in, refiner_in = decoder_feeds(5, rng), refiner_feeds(k, rng)
+
+        def click(refiner, d=decoder_in, r=refiner_in) -> None:
+            decoder.run(None, d)
+            (refined,) = refiner.run(None, r)
+            decoder.run(None, {**d, embeddings_name: refined})
+
+        system_info.reset_peak_rss()
+        times = interleaved([lambda: click(ours), lambda: click(reference)], s.warmup, s.repeats)
+        out[refiner_key("refine_click", k)] = _pair_entry(*times, "reference")
+    return out
+
+
+def decoder_to_image_stages(s: Settings, sam_single_mask: str) -> dict:
+    """Like for like with segment-anything's single-mask ONNX decoder, whose graph upsamples to
+    `orig_im_size`: our decoder plus its upsampling to the same image size (SCENE_HW), the two
+    timed in alternation on the same feeds."""
+    from focsam_onnx.bench.baselines import sam_decoder_feeds
+    from focsam_onnx.engine.postprocess import logits_to_mask
+    from focsam_onnx.engine.preprocess import ImageGeometry
+
+    ours = _graph_session(s, DECODER)
+    theirs = _baseline_session(sam_single_mask, s.threads)
+    geometry = ImageGeometry.from_size(*SCENE_HW)
+    rng, out = np.random.default_rng(s.seed), {}
+    for n in DECODER_CLICKS:
+        feeds = decoder_feeds(n, rng)
+        sam_feeds = sam_decoder_feeds(feeds, SCENE_HW)
+
+        def to_image(f=feeds) -> np.ndarray:
+            return logits_to_mask(ours.run(None, f)[0], geometry)
+
+        system_info.reset_peak_rss()
+        times = interleaved([to_image, lambda f=sam_feeds: theirs.run(None, f)], s.warmup,
+                            2 * s.repeats)
+        out[decoder_key("decoder_to_image", n)] = _pair_entry(*times, "sam_single_mask")
+    return out
+
+
 # ---------------------------------------------------------------- baselines
 
 
@@ -206,14 +265,11 @@ def sam_decoder_stages(s: Settings, sam_decoder: str) -> dict:
 
 
 def _interleaved_decoder_ratios(s: Settings, sam_decoder: str) -> dict[int, float]:
-    """Median over pairs of (our decoder's time / segment-anything's), the two run back to back.
-
-    Neither session spins, so the idle one does not steal the busy one's cores.
-    """
+    """Median over pairs of (our decoder's time / segment-anything's), the two run back to back."""
     from focsam_onnx.bench.baselines import sam_decoder_feeds
 
-    ours = _graph_session(s, DECODER, spinning=False)
-    theirs = _baseline_session(sam_decoder, s.threads, spinning=False)
+    ours = _graph_session(s, DECODER)
+    theirs = _baseline_session(sam_decoder, s.threads)
     rng, ratios = np.random.default_rng(s.seed), {}
     for n in DECODER_CLICKS:
         feeds = decoder_feeds(n, rng)
@@ -238,7 +294,7 @@ def torch_stages(s: Settings) -> dict:
     with torch.inference_mode():
         out["torch_encoder"] = _torch_encoder_stage(EncoderGraph(model), s)
         del model.backbone  # the decoder and refiner never need the ViT
-        decoder, refiner = DecoderGraph(model), RefinerGraph(model)
+        decoder, refiner = DecoderGraph(model), RefinerGraph(model.refine_head)
         for n in DECODER_CLICKS:
             args = [torch.from_numpy(v) for v in decoder_feeds(n, rng).values()]
             out[decoder_key("torch_decoder", n)] = measure(lambda a=args: decoder(*a),

@@ -65,9 +65,17 @@ def verify_files(model_dir: Path, manifest: Manifest, hash_files: bool = True) -
                                 f"(altered after export); {hint}")
 
 
-def session_options(threads: int, spinning: bool = True) -> ort.SessionOptions:
-    """`spinning=False` keeps idle worker threads from busy-waiting (for several sessions that
-    take turns in one process, whose spinning pools would otherwise steal each other's cores)."""
+def session_options(threads: int, spinning: bool = False) -> ort.SessionOptions:
+    """Options of every session the engine makes; `threads` intra-op threads.
+
+    No thread spinning by default: an engine runs several sessions in one process (encoder,
+    decoder, refiner; `serve` encodes in the background while the user clicks), and a pool that
+    busy-waits after its run steals the cores of the next session's run. Measured: our decoder
+    taking turns with another spinning session, 63-68 ms per run instead of 34 ms (vit_b,
+    2 threads, quiet machine); on the shared, loaded machine the decoder ran 17 % slower alone
+    and 34 % slower taking turns with the refiner when both spun (bench/RESULTS.md).
+    Large graphs gain nothing from spinning: their parallel regions are long. `spinning=True`
+    is there for a process that runs one small graph back to back and has cores to spare."""
     opts = ort.SessionOptions()
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -96,7 +104,7 @@ DISABLED_OPTIMIZERS = {"decoder": ["SkipLayerNormFusion"]}
 
 
 def graph_session(path: Path, spec: GraphSpec, threads: int,
-                  spinning: bool = True) -> ort.InferenceSession:
+                  spinning: bool = False) -> ort.InferenceSession:
     """The one way a graph's session is made: its options, `threads` threads, and its inputs and
     outputs held against the spec (names, ranks, static dims, dtypes)."""
     if spec.name == "encoder":

@@ -62,7 +62,7 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
     start = time.perf_counter()
     spec, path = graph.spec, out_dir / graph.spec.filename
     _remove_graph_files(path)
-    large = _parameter_bytes(graph.module) >= TWO_GB
+    large = _parameter_bytes(graph.exported) >= TWO_GB
     notes = []
     if opset < graph.min_opset:
         notes.append(f"opset {graph.min_opset} (its operators need it), not {opset}")
@@ -71,7 +71,7 @@ def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) 
         # The dynamo exporter: the legacy one runs out of memory on ViT-H and cannot give the
         # refiner's dynamic window count (an empty selection crashes its Reshape in ORT).
         torch.onnx.export(
-            graph.module, graph.example_inputs, str(path), dynamo=True,
+            graph.exported, graph.example_inputs, str(path), dynamo=True,
             input_names=spec.input_names, output_names=spec.output_names,
             opset_version=opset, external_data=large, verbose=False,
             dynamic_shapes=_dynamic_shapes(spec), custom_translation_table=TRANSLATIONS,

@@ -11,6 +11,7 @@ from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER, GraphSpec, TensorSpec
 from focsam_onnx.export.custom_ops import DEFORM_CONV_OPSET
 from focsam_onnx.export.parity import ParityCase
+from focsam_onnx.export.refiner_rewrites import rewrite_refiner
 from focsam_onnx.models.focsam import FocSAM
 
 
@@ -19,10 +20,15 @@ class GraphExport:
     """What to export for one graph and how to check it."""
 
     spec: GraphSpec
-    module: nn.Module
+    module: nn.Module  # the truth: the parity gate checks the graph against it
     example_inputs: tuple[torch.Tensor, ...]
     cases: list[ParityCase]  # checked against each output's tolerance in the spec
     min_opset: int = 0
+    traced: nn.Module | None = None  # what is exported when not `module` (an exact rewrite)
+
+    @property
+    def exported(self) -> nn.Module:
+        return self.module if self.traced is None else self.traced
 
 
 class EncoderGraph(nn.Module):
@@ -58,9 +64,9 @@ class DecoderGraph(nn.Module):
 
 
 class RefinerGraph(nn.Module):
-    def __init__(self, model: FocSAM):
+    def __init__(self, refine_head: nn.Module):
         super().__init__()
-        self.refine_head = model.refine_head
+        self.refine_head = refine_head
 
     def forward(self, image_embeddings: torch.Tensor, mask_token: torch.Tensor,
                 roi_mask: torch.Tensor) -> torch.Tensor:
@@ -68,11 +74,11 @@ class RefinerGraph(nn.Module):
 
 
 def graph_exports(model: FocSAM) -> list[GraphExport]:
-    """The graphs of `model`: encoder, decoder and, unless plain SAM, the refiner."""
+    """The graphs of `model`: encoder, decoder and, unless plain SAM, the refiner (rewritten)."""
     gen = torch.Generator().manual_seed(0)
     graphs = [_encoder(model, gen), _decoder(model, gen)]
     if model.refine_head is not None:
-        graphs.append(_refiner(model, gen))
+        graphs.append(refiner_export(model, gen=gen))
     return graphs
 
 
@@ -126,7 +132,11 @@ def _token_mask(rows: slice, cols: slice) -> torch.Tensor:
     return mask
 
 
-def _refiner(model: FocSAM, gen: torch.Generator) -> GraphExport:
+def refiner_export(model: FocSAM, rewrite: bool = True,
+                   gen: torch.Generator | None = None) -> GraphExport:
+    """The refiner graph, checked against `model`'s refiner as written in models/; exported as
+    its exact rewrite (`refiner_rewrites.py`) unless `rewrite` is False (for comparisons)."""
+    gen = gen if gen is not None else torch.Generator().manual_seed(0)
     embeddings_spec, token_spec, _ = REFINER.inputs
     embeddings = _random(embeddings_spec, gen)
     token = _random(token_spec, gen)
@@ -139,5 +149,7 @@ def _refiner(model: FocSAM, gen: torch.Generator) -> GraphExport:
         "empty ROI": _token_mask(slice(0, 0), slice(0, 0)),
     }
     cases = [ParityCase(name, (embeddings, token, roi)) for name, roi in rois.items()]
-    return GraphExport(REFINER, RefinerGraph(model).eval(), cases[2].inputs, cases,
-                       min_opset=DEFORM_CONV_OPSET)
+    reference = RefinerGraph(model.refine_head).eval()
+    traced = RefinerGraph(rewrite_refiner(model.refine_head)).eval() if rewrite else None
+    return GraphExport(REFINER, reference, cases[2].inputs, cases, min_opset=DEFORM_CONV_OPSET,
+                       traced=traced)

@@ -83,9 +83,19 @@ def test_ratios_divide_p50s_and_average_over_counts():
                  "torch_decoder_20_clicks": _entry(10.0)}
     baselines.update({f"torch_refiner_{k}_window" + ("s" if k > 1 else ""): _entry(4.0 * k)
                       for k in cases.REFINER_WINDOWS})
+    stages.update({f"decoder_to_image_{n}_click" + ("s" if n > 1 else ""):
+                   {**_entry(9.0), "interleaved_vs_sam_single_mask": r}
+                   for n, r in zip(cases.DECODER_CLICKS, (0.5, 0.6, 0.9))})
+    stages.update({f"refine_click_{k}_window" + ("s" if k > 1 else ""):
+                   {**_entry(9.0), "interleaved_vs_reference": 0.1 * k}
+                   for k in cases.REFINE_CLICK_WINDOWS})
     ratios = report.compute_ratios(stages, baselines)
-    assert ratios["decoder_vs_sam_onnx_decoder"] == pytest.approx((0.5 + 1.0 + 1.5) / 3)
-    assert ratios["decoder_vs_sam_onnx_decoder_interleaved"] == pytest.approx(0.7)
+    assert ratios["decoder_vs_sam_onnx_decoder"] == pytest.approx((0.5 + 0.6 + 0.9) / 3)
+    assert ratios["refine_click_4_windows_vs_reference"] == pytest.approx(0.4)
+    assert ratios["refine_click_16_windows_vs_reference"] == pytest.approx(1.6)
+    assert ratios["decoder_graph_vs_sam_onnx_decoder_4_masks"] == pytest.approx(
+        (0.5 + 1.0 + 1.5) / 3)
+    assert ratios["decoder_graph_vs_sam_onnx_decoder_4_masks_interleaved"] == pytest.approx(0.7)
     assert ratios["interaction_vs_simpleclick_vit_h"] == pytest.approx(0.005)
     assert ratios["encoder_ort_vs_torch"] == pytest.approx(0.5)
     assert ratios["decoder_ort_vs_torch"] == pytest.approx(2.0)
@@ -142,6 +152,22 @@ def test_cache_rejects_a_truncated_graph(tiny_model_dir, tmp_path, monkeypatch):
     decoder.write_bytes(decoder.read_bytes()[:1000])
     exports.focsam_model_dir(tmp_path, "tiny", 0)
     assert calls == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
+
+
+def test_reference_refiner_is_exported_once_per_variant_seed_and_code(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_export(fn, variant, seed, out_dir):
+        calls.append((variant, seed))
+        (Path(out_dir) / "refiner.onnx").write_bytes(b"graph")
+
+    monkeypatch.setattr(isolated, "in_subprocess", fake_export)
+    path = exports.reference_refiner(tmp_path, "tiny", 0)
+    assert path == tmp_path / "tiny-seed0-reference-refiner" / "refiner.onnx"
+    assert exports.reference_refiner(tmp_path, "tiny", 0) == path
+    assert calls == [("tiny", 0)]
+    exports.reference_refiner(tmp_path, "tiny", 1)
+    assert calls == [("tiny", 0), ("tiny", 1)]
 
 
 @pytest.mark.parity
@@ -238,6 +264,10 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
               "session_interaction_per_click"}
     stages |= {f"decoder_{n}_click" + ("s" if n > 1 else "") for n in cases.DECODER_CLICKS}
     stages |= {f"refiner_{k}_window" + ("s" if k > 1 else "") for k in cases.REFINER_WINDOWS}
+    stages |= {f"decoder_to_image_{n}_click" + ("s" if n > 1 else "")
+               for n in cases.DECODER_CLICKS}
+    stages |= {f"refine_click_{k}_window" + ("s" if k > 1 else "")
+               for k in cases.REFINE_CLICK_WINDOWS}
     assert set(data["stages"]) == stages
     baselines = {"torch_encoder", "simpleclick_vit_h_proxy"}
     for n in cases.DECODER_CLICKS:
@@ -246,7 +276,8 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
     baselines |= {f"torch_refiner_{k}_window" + ("s" if k > 1 else "")
                   for k in cases.REFINER_WINDOWS}
     assert set(data["baselines"]) == baselines
-    assert {"decoder_vs_sam_onnx_decoder", "decoder_vs_sam_onnx_decoder_interleaved",
+    assert {"decoder_vs_sam_onnx_decoder", "refine_click_4_windows_vs_reference",
+            "decoder_graph_vs_sam_onnx_decoder_4_masks_interleaved",
             "interaction_vs_simpleclick_vit_h",
             "encoder_ort_vs_torch"} <= set(data["ratios"])
     for entry in [*data["stages"].values(), *data["baselines"].values()]:
