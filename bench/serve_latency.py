@@ -6,10 +6,11 @@ for the background pre-encoding to finish, then clicks sessions of `--clicks` cl
 runs the refiner) over one kept-alive connection, as a browser does: the *idle* clicks. Then it
 opens an image whose successors are not encoded yet and clicks the first image again while the
 background encoder works on them: the *background* clicks (each click event says whether the
-encoder was busy when it arrived). Per click it records the client-observed time (request sent to
-final event read), the server's time (request handled to final event built) and the engine's
-own click time; it prints p50/p90 of each and the targets: round trip <= engine click + 15 ms at
-p50, and a click during a background encode <= 1.5x an idle click.
+encoder was busy when it arrived). Per click it records the client-observed time (request sent
+to final event read), the server's time (request handled to final event built), the engine's
+own click time and when the `saved` event came (mask and annotations.json on disk). It prints
+p50/p90 and the targets: round trip <= engine click + 15 ms at p50, and a click during a
+background encode <= 1.5x an idle click.
 """
 
 from __future__ import annotations
@@ -63,22 +64,30 @@ class Client:
     def __init__(self, port: int):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 
-    def request(self, method: str, path: str, body: dict | None = None) -> list[dict]:
-        """The response's JSON documents (one, or one per line for NDJSON)."""
+    def request(self, method: str, path: str,
+                body: dict | None = None) -> list[tuple[float, dict]]:
+        """The response's JSON documents (one per line for NDJSON), each with the
+        perf_counter time its line arrived."""
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
         self.connection.request(method, path, payload, headers)
         response = self.connection.getresponse()
-        text = response.read().decode()
         if response.status != 200:
-            raise RuntimeError(f"{method} {path}: {response.status} {text}")
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+            raise RuntimeError(f"{method} {path}: {response.status} {response.read()!r}")
+        if response.getheader("content-type", "").startswith("application/x-ndjson"):
+            documents = []
+            while line := response.readline():
+                if line.strip():
+                    documents.append((time.perf_counter(), json.loads(line)))
+            response.read()
+            return documents
+        return [(time.perf_counter(), json.loads(response.read()))]
 
     def get(self, path: str) -> dict:
-        return self.request("GET", path)[0]
+        return self.request("GET", path)[0][1]
 
     def post(self, path: str, body: dict | None = None) -> dict:
-        return self.request("POST", path, body if body is not None else {})[0]
+        return self.request("POST", path, body if body is not None else {})[0][1]
 
 
 def wait_until(predicate, timeout: float = 1800.0, every: float = 0.1) -> None:
@@ -124,9 +133,12 @@ def run_session(client: Client, image: str, plan: list[tuple[int, int, bool]]) -
         start = time.perf_counter()
         events = client.request("POST", f"/api/sessions/{session}/clicks",
                                 {"x": x, "y": y, "positive": positive})
-        client_ms = (time.perf_counter() - start) * 1000
-        final = events[-1]
-        rows.append({"click": index, "refine": final["refiner_ran"], "client_ms": client_ms,
+        arrived, final = next((t, e) for t, e in events if e["event"] == "final")
+        if events[-1][1]["event"] != "saved":
+            raise RuntimeError(f"click not saved: {events[-1][1]}")
+        rows.append({"click": index, "refine": final["refiner_ran"],
+                     "client_ms": (arrived - start) * 1000,
+                     "saved_ms": (events[-1][0] - start) * 1000,
                      "server_ms": final["server_ms"], "engine_ms": final["engine_ms"],
                      "background": final["background"]})
     client.request("DELETE", f"/api/images/{image}/objects/{created['object_id']}")
@@ -146,7 +158,7 @@ def summarize(rows: list[dict]) -> dict:
     out = {}
     for name, group in (("click", plain), ("refine_click", refine)):
         out[name] = {key: percentiles([r[f"{key}_ms"] for r in group])
-                     for key in ("client", "server", "engine")}
+                     for key in ("client", "saved", "server", "engine")}
         out[name]["overhead"] = percentiles([r["client_ms"] - r["engine_ms"] for r in group])
     return out
 
@@ -213,7 +225,7 @@ def targets(report: dict) -> dict:
 
 def markdown(report: dict) -> str:
     lines = ["| clicks | phase | n | client p50 | client p90 | server p50 | engine p50 | "
-             "client − engine p50 |", "|---|---|---|---|---|---|---|---|"]
+             "client − engine p50 | saved p50 |", "|---|---|---|---|---|---|---|---|---|"]
     for kind in ("click", "refine_click"):
         for phase in ("idle", "background"):
             s = report[phase][kind]
@@ -222,7 +234,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {kind.replace('_', ' ')} | {phase} | {s['client']['n']} | "
                          f"{s['client']['p50']:.1f} | {s['client']['p90']:.1f} | "
                          f"{s['server']['p50']:.1f} | {s['engine']['p50']:.1f} | "
-                         f"{s['overhead']['p50']:.1f} |")
+                         f"{s['overhead']['p50']:.1f} | {s['saved']['p50']:.1f} |")
     lines.append("")
     for name, t in report["targets"].items():
         value = "n/a" if t["value"] is None else f"{t['value']:.2f}"

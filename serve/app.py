@@ -3,15 +3,16 @@
 Bad requests get a 4xx with a one-line message (ValueError 400, LookupError 404, an upload over
 the limit 413); anything unexpected is logged and answered 500 with a message, never a
 traceback. A click answers with newline-delimited JSON events: on the refine step an `interim`
-event (the unrefined mask) comes before the `final` one.
+event (the unrefined mask) comes before the `final` one, and `saved` ends the answer once the
+click is on disk (killing the server loses at most a click whose answer has not ended).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
-import queue
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -198,9 +199,10 @@ def create_app(settings: LabellerSettings, token: str | None = None) -> FastAPI:
 
     @app.post("/api/sessions/{session_id}/clicks",
               responses={200: {"content": {"application/x-ndjson": {}}}})
-    def add_click(session_id: str, click: ClickIn):
+    async def add_click(session_id: str, click: ClickIn):
         """Add a click. Answers newline-delimited JSON: on the refine step an `interim` event
-        (the unrefined mask), then always a `final` event; an `error` event if it failed."""
+        (the unrefined mask), then the `final` event, then `saved` once the mask and
+        annotations.json are on disk; an `error` event if anything failed."""
         start = time.perf_counter()
         live = labeller.session(session_id)
         geometry = live.session.image.geometry
@@ -208,36 +210,40 @@ def create_app(settings: LabellerSettings, token: str | None = None) -> FastAPI:
             raise ValueError(f"click (x={click.x}, y={click.y}) is outside the {geometry.width}x"
                              f"{geometry.height} image")
         background = labeller.encoding_in_background()
+        new = [click.x, click.y, click.positive]
         before = [[c.x, c.y, c.positive] for c in live.session.clicks]
-        events: queue.Queue = queue.Queue()
+        # One worker thread predicts, builds each event and saves; the event loop only
+        # forwards the lines (fewer thread hops than a sync generator on the thread pool).
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def emit(body: dict | None) -> None:
+            line = None if body is None else (json.dumps(body) + "\n").encode()
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+
+        def event(kind: str, result: ClickResult, clicks: list) -> dict:
+            return {"event": kind, "object_id": live.object_id, "clicks": clicks,
+                    **_result_json(result), "background": background,
+                    "server_ms": round((time.perf_counter() - start) * 1000, 2)}
 
         def run() -> None:
             try:
-                result = labeller.click(live, click.x, click.y, click.positive,
-                                        on_interim=lambda r: events.put(("interim", r)))
-                events.put(("final", result))
+                result = labeller.click(
+                    live, *new, on_interim=lambda r: emit(event("interim", r, [*before, new])))
+                emit(event("final", result, [[c.x, c.y, c.positive]
+                                             for c in live.session.clicks]))
+                labeller.save(live)  # after the answer: the mask shows without waiting for it
+                emit({"event": "saved", "object_id": live.object_id})
             except Exception as err:
-                events.put(("error", err))
+                if not isinstance(err, (ValueError, LookupError)):
+                    log.error("click failed", exc_info=err)
+                emit({"event": "error", "detail": str(err)})
+            finally:
+                emit(None)
 
-        def event(kind: str, result: ClickResult) -> bytes:
-            clicks = (before + [[click.x, click.y, click.positive]] if kind == "interim"
-                      else [[c.x, c.y, c.positive] for c in live.session.clicks])
-            body = {"event": kind, "object_id": live.object_id, "clicks": clicks,
-                    **_result_json(result), "background": background,
-                    "server_ms": round((time.perf_counter() - start) * 1000, 2)}
-            return (json.dumps(body) + "\n").encode()
-
-        def stream():
-            while True:
-                kind, item = events.get()
-                if kind == "error":
-                    if not isinstance(item, (ValueError, LookupError)):
-                        log.error("click failed", exc_info=item)
-                    yield (json.dumps({"event": "error", "detail": str(item)}) + "\n").encode()
-                    return
-                yield event(kind, item)
-                if kind == "final":
-                    return
+        async def stream():
+            while (line := await lines.get()) is not None:
+                yield line
 
         threading.Thread(target=run, daemon=True, name=f"click {session_id[:6]}").start()
         return StreamingResponse(stream(), media_type="application/x-ndjson")

@@ -199,13 +199,17 @@ class Labeller:
 
     def click(self, live: ObjectSession, x: int, y: int, positive: bool,
               on_interim: InterimCallback | None = None) -> ClickResult:
-        """Add a click, predict, save: the saved files hold this click when this returns."""
+        """Add a click and predict; `save(live)` then writes it (after the answer is sent)."""
         with live.lock:
             live.check_open()
             with self._click_lock:
-                result = live.session.click(x, y, positive, on_interim)
-            self._save(live)
-        return result
+                return live.session.click(x, y, positive, on_interim)
+
+    def save(self, live: ObjectSession) -> None:
+        """Write the object's current state (a later click's, if one came in meanwhile)."""
+        with live.lock:
+            if not live.closed:
+                self._save(live)
 
     def undo(self, live: ObjectSession) -> ClickResult | None:
         with live.lock:

@@ -280,9 +280,10 @@ function logRow(ev, clientMs, row) {
 }
 
 function handleEvent(ev, clientMs, row) {
-  window.focsamEvents.push({event: ev.event, clicks: ev.clicks.length, object_id: ev.object_id,
+  window.focsamEvents.push({event: ev.event, clicks: ev.clicks?.length, object_id: ev.object_id,
                             refined: ev.refined});
   if (ev.event === "error") { showMessage(ev.detail); return row; }
+  if (ev.event === "saved") return row;
   setObject(ev.object_id, ev.clicks, ev.mask, ev.iou);
   draw();
   return logRow(ev, clientMs, row);

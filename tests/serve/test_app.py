@@ -93,13 +93,13 @@ def test_clicks_stream_interim_then_final_and_save_the_engine_mask(client, image
     assert session["clicks"] == [] and session["result"] is None
     sid, oid = session["session_id"], session["object_id"]
     streams = [click(client, sid, *c) for c in CLICKS]
-    assert [[e["event"] for e in s] for s in streams] == [["final"], ["interim", "final"],
-                                                          ["final"]]
-    interim, refined = streams[1]
+    assert [[e["event"] for e in s] for s in streams] == [
+        ["final", "saved"], ["interim", "final", "saved"], ["final", "saved"]]
+    interim, refined, _ = streams[1]
     assert not interim["refined"] and refined["refined"] and refined["refiner_ran"]
     assert len(interim["clicks"]) == len(refined["clicks"]) == 2
     expected = engine_mask(images_dir / "a_shapes.png", CLICKS)
-    final = streams[-1][-1]
+    final = streams[-1][-2]
     np.testing.assert_array_equal(decoded(final["mask"]), expected)
     np.testing.assert_array_equal(saved_png(out, "a_shapes.png", oid), expected * 255)
     coco = json.loads((out / "a_shapes.png" / "annotations.json").read_text())
@@ -264,7 +264,7 @@ def test_concurrent_sessions_are_isolated(client, images_dir, engine_mask):
 
     def label(i: int) -> None:
         for c in plans[i]:
-            finals[i] = click(client, sessions[i]["session_id"], *c)[-1]
+            finals[i] = click(client, sessions[i]["session_id"], *c)[-2]
 
     threads = [threading.Thread(target=label, args=(i,)) for i in range(len(plans))]
     for t in threads:

@@ -151,15 +151,17 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     click_pixel(page, *first[1][:2], size, button="right")
     wait_for_event(page, "final", 2)
     events = page.evaluate("window.focsamEvents")
-    assert [(e["event"], e["clicks"]) for e in events] == [
+    assert [(e["event"], e["clicks"]) for e in events if e["event"] != "saved"] == [
         ("final", 1), ("interim", 2), ("final", 2)]  # the unrefined mask first, then refined
+    wait_for_event(page, "saved", 2)
+    events = [e for e in events if e["event"] != "saved"]
     assert not events[1]["refined"] and events[2]["refined"]
     coco, masks = saved(labels, image)
     assert clicks_of(coco, 1) == first
     np.testing.assert_array_equal(masks[1], engine_mask(images_dir / image, first) * 255)
 
     click_pixel(page, 200, 250, size)
-    wait_for_event(page, "final", 3)
+    wait_for_event(page, "saved", 3)
     assert clicks_of(saved(labels, image)[0], 1) == [*first, (200, 250, True)]
     page.keyboard.press("Control+z")
     wait_for_event(page, "undo", 1)
@@ -170,7 +172,7 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     page.keyboard.press("n")
     second = [(30, 290, True)]
     click_pixel(page, *second[0][:2], size)
-    wait_for_event(page, "final", 4)
+    wait_for_event(page, "saved", 4)
     coco, masks = saved(labels, image)
     assert sorted(masks) == [1, 2] and clicks_of(coco, 2) == second
     np.testing.assert_array_equal(masks[2], engine_mask(images_dir / image, second) * 255)
