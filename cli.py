@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from focsam_onnx import __version__
 from focsam_onnx.config import VARIANT_NAMES
 
 app = typer.Typer(
@@ -26,10 +32,21 @@ errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay gre
 
 _verbose = False  # set by the --verbose option
 CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
+PROGRESS_MIN_CLICKS = 20  # longer click lists show a progress bar and an abridged table
+Command = TypeVar("Command", bound=Callable)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"focsam-onnx {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")):
+def main(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                      help="Log debug messages; show tracebacks of errors."),
+         version: bool = typer.Option(False, "--version", callback=_print_version,
+                                      is_eager=True, help="Print the version and exit.")):
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     global _verbose
@@ -49,12 +66,41 @@ def quiet_exporter() -> None:
     warnings.filterwarnings("ignore", message="# The axis name")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
+    """Print `message` as one `error:` line on stderr and exit with status 2."""
     errors.print(Text("error: ", style="bold red") + Text(message), highlight=False)
     raise typer.Exit(code=2)
 
 
+def one_line_errors(command: Command) -> Command:
+    """Turn any error of `command` into one line saying what is wrong (the traceback with -v)."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as err:
+            if _verbose:
+                traceback.print_exc()
+            fail(describe_error(err))
+
+    return run  # type: ignore[return-value]
+
+
+def describe_error(err: Exception) -> str:
+    """One line for `err`: our errors carry their advice; others are named as unexpected."""
+    if isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename}" if err.filename else ""
+        return f"{err.strerror}{where}"
+    if isinstance(err, ValueError) and str(err):
+        return str(err).splitlines()[0]
+    return f"unexpected {type(err).__name__}: {err} (run with -v for the traceback)"
+
+
 @app.command()
+@one_line_errors
 def export(
     out: Path = typer.Option(..., "--out", help="Folder to write the graphs and manifest.json."),
     ckpt: Path | None = typer.Option(
@@ -75,34 +121,43 @@ def export(
         help="Encoder precisions to offer (repeat for several): fp32 (always), bf16 (OpenVINO, "
              "needs the [openvino] extra), int8 (writes encoder.int8.onnx). A reduced one is "
              "offered only if its quality gate against fp32 passes."),
+    force: bool = typer.Option(False, "--force", help="Replace the export already in --out "
+                                                      "(kept until the new one passed parity)."),
 ):
     """Export encoder.onnx, decoder.onnx and refiner.onnx, each gated on ORT-vs-torch parity."""
     if (ckpt is None) == (random_init is None):
         fail("give exactly one of --ckpt PATH or --random-init VARIANT")
+    if ckpt is not None and not ckpt.is_file():
+        fail(f"checkpoint {ckpt} not found")
     from focsam_onnx.config import get_variant
+    from focsam_onnx.export.target import check_export_target
+
+    variant = get_variant(random_init) if random_init is not None else None
+    check_export_target(out, force)  # before torch is imported, let alone a checkpoint loaded
     from focsam_onnx.engine.manifest import Source
     from focsam_onnx.engine.model_dir import file_sha256, read_manifest
     from focsam_onnx.export.exporter import export_model
-    from focsam_onnx.models.checkpoint import CheckpointError, load_checkpoint
+    from focsam_onnx.export.parity import ParityError
+    from focsam_onnx.models.checkpoint import load_checkpoint
     from focsam_onnx.models.focsam import build_model
 
     quiet_exporter()
-    try:
-        if ckpt is not None:
-            with console.status(f"loading {ckpt}"):
-                model, info = load_checkpoint(ckpt)
-            source = Source(info.kind, path=str(ckpt), sha256=file_sha256(ckpt))
-        else:
-            model = build_model(get_variant(random_init), seed=seed)
-            source = Source("random-init", variant=random_init, seed=seed)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        fail(str(err))
+    if ckpt is not None:
+        with console.status(f"loading {ckpt}"):
+            model, info = load_checkpoint(ckpt)
+        source = Source(info.kind, path=str(ckpt), sha256=file_sha256(ckpt))
+    else:
+        model = build_model(variant, seed=seed)
+        source = Source("random-init", variant=random_init, seed=seed)
     console.print(f"exporting {model.cfg.variant} "
                   f"({'plain SAM' if model.cfg.is_plain_sam else 'FocSAM'}) to {out}")
     with console.status("") as status:
-        manifest, reports = export_model(
-            model, out, source, opset=opset, simplify=simplify, sam_compatible=sam_compatible,
-            on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
+        try:
+            manifest, reports = export_model(
+                model, out, source, opset=opset, simplify=simplify, sam_compatible=sam_compatible,
+                on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
+        except ParityError as err:
+            fail(f"{err}; nothing was written to {out}")
     table = Table("graph", "files", "MB", "max |ORT - torch|", "seconds", "simplified")
     for r in reports:
         table.add_row(r.name, ", ".join(r.files), f"{r.bytes / 1e6:.1f}", f"{r.worst_parity:.2e}",
@@ -151,6 +206,7 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 @app.command()
+@one_line_errors
 def segment(
     image: Path = typer.Argument(..., help="Image file (any format OpenCV reads)."),
     model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
@@ -160,11 +216,13 @@ def segment(
     box: str | None = typer.Option(
         None, "--box", help="'X0,Y0,X1,Y1' box prompt in original image pixels; it comes "
                             "first, then the clicks are added to it one by one."),
-    out: Path = typer.Option(Path("mask.png"), "--out", help="Mask PNG (255 object, 0 rest)."),
+    out: Path = typer.Option(Path("mask.png"), "--out",
+                             help="Mask file (255 object, 0 rest), lossless: .png, .bmp, .tif."),
     overlay: Path | None = typer.Option(None, help="Also write the image with mask and clicks."),
     cache_dir: Path | None = typer.Option(
         None, help="Keep image embeddings here, so reopening the image skips the encoder."),
-    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all usable "
+                                                  "cores; more are capped to them)."),
     encoder_precision: str = typer.Option(
         "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
     refine_at: int | None = typer.Option(
@@ -172,46 +230,69 @@ def segment(
                    "SAM on the same graphs). Default: 1 (upstream), or -1 for plain-SAM exports."),
 ):
     """Segment one object of IMAGE from clicks and/or a box, and write its mask."""
-    import cv2
+    from rich.progress import Progress
 
-    from focsam_onnx.engine.click_session import ClickSession
-    from focsam_onnx.engine.image_io import load_image
+    from focsam_onnx.engine.click_session import ClickSession, validated_click
+    from focsam_onnx.engine.image_io import check_image_output, load_image, save_image
     from focsam_onnx.engine.overlay import draw_overlay
     from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.threads import resolve_threads
 
-    try:
-        if clicks is None and box is None:
-            raise ValueError("give --clicks, --box or both")
-        parsed = parse_clicks(clicks) if clicks is not None else []
-        parsed_box = parse_box(box) if box is not None else None
-        bgr = load_image(image)
-        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
-                                   encoder_precision=encoder_precision)
-        encoded = engine.open_image(bgr)
-        if refine_at is None:
-            refine_at = 1 if engine.model.has_refiner else -1
-        session = ClickSession(engine, encoded, None if refine_at < 0 else refine_at)
-        results = [session.set_box(*parsed_box)] if parsed_box is not None else []
-        results += [session.click(x, y, positive) for x, y, positive in parsed]
-    except ValueError as err:
-        fail(str(err))
+    # Everything that can be checked without the model is checked before it loads.
+    if clicks is None and box is None:
+        fail("give --clicks, --box or both")
+    parsed = parse_clicks(clicks) if clicks is not None else []
+    parsed_box = parse_box(box) if box is not None else None
+    threads = resolve_threads(threads)
+    if refine_at is not None and refine_at < -1:
+        fail(f"--refine-at must be a click index >= 0, or -1 for no refiner; got {refine_at}")
+    check_image_output(out, "--out", lossless=True)
+    if overlay is not None:
+        check_image_output(overlay, "--overlay")
+    bgr = load_image(image)
+    for x, y, positive in parsed:
+        validated_click(x, y, positive, bgr.shape[1], bgr.shape[0])
+    engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
+                               encoder_precision=encoder_precision)
+    if refine_at is None:
+        refine_at = 1 if engine.model.has_refiner else -1
+    encoded = engine.open_image(bgr)
+    session = ClickSession(engine, encoded, None if refine_at < 0 else refine_at)
+    results = [session.set_box(*parsed_box)] if parsed_box is not None else []
+    with Progress(console=console, transient=True,
+                  disable=len(parsed) < PROGRESS_MIN_CLICKS) as progress:
+        results += [session.click(x, y, positive)
+                    for x, y, positive in progress.track(parsed, description="clicks")]
     how = "from cache" if encoded.from_cache else "encoder"
     console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, {encoder_precision} embeddings {how} "
                   f"in {encoded.seconds * 1000:.0f} ms")
-    table = Table("step", "prompt", "refined", "pred. IoU", "ms")
     prompts = ([f"box {box.strip()}"] if parsed_box is not None else []) + [
         f"click {x},{y},{'+' if positive else '-'}" for x, y, positive in parsed]
-    for i, (prompt, r) in enumerate(zip(prompts, results), 1):
+    console.print(prompt_table(prompts, results))
+    mask = results[-1].mask
+    save_image(out, mask.astype("uint8") * 255)
+    console.print(f"mask ({int(mask.sum())} pixels) written to {out}")
+    if overlay is not None:
+        save_image(overlay, draw_overlay(bgr, mask, session.clicks))
+        console.print(f"overlay written to {overlay}")
+
+
+def prompt_table(prompts: list[str], results: list) -> Table:
+    """One row per prompt; long lists keep their first and last rows (the rest elided)."""
+    table = Table("step", "prompt", "refined", "pred. IoU", "ms")
+    rows = list(enumerate(zip(prompts, results), 1))
+    if len(rows) > PROGRESS_MIN_CLICKS:
+        half = PROGRESS_MIN_CLICKS // 2
+        rows = rows[:half] + [None] + rows[-half:]
+    for row in rows:
+        if row is None:
+            table.add_row("…", "", "", "", "")
+            continue
+        i, (prompt, r) = row
         refined = "ran" if r.roi is not None else ("yes" if r.refined else "no")
         table.add_row(str(i), prompt, refined, f"{r.iou_prediction:.3f}",
                       f"{r.timings_ms['total']:.1f}")
-    console.print(table)
-    mask = results[-1].mask
-    _write_png(out, mask.astype("uint8") * 255, cv2)
-    console.print(f"mask ({int(mask.sum())} pixels) written to {out}")
-    if overlay is not None:
-        _write_png(overlay, draw_overlay(bgr, mask, session.clicks), cv2)
-        console.print(f"overlay written to {overlay}")
+    return table
 
 
 RAY_HELP = ("Encode on a Ray cluster: 'local' starts one on this machine, 'auto' joins the "
@@ -285,6 +366,7 @@ WORKER_MEMORY_HELP = "Memory per Ray worker in GiB (default: twice the encoder's
 
 
 @app.command()
+@one_line_errors
 def embed(
     images: list[Path] | None = typer.Argument(None, help="Image files and folders (searched "
                                                           "recursively)."),
@@ -325,6 +407,7 @@ def embed(
 
 
 @app.command()
+@one_line_errors
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
     dataset: str = typer.Option(..., "--dataset", help="grabcut, berkeley, davis, sbd, cod10k, "
@@ -333,15 +416,17 @@ def evaluate(
     data_root: Path = typer.Option(..., "--data-root",
                                    help="The folder that directly holds the dataset's files "
                                         "(e.g. the one with img/ and gt/ for GrabCut)."),
-    out: Path = typer.Option(..., "--out", help="Results folder (resumed if it holds a run)."),
+    out: Path = typer.Option(..., "--out", help="Results folder; an interrupted run there "
+                                                "resumes (the very same run only)."),
     mode: str = typer.Option("focsam", help="focsam (refiner at click 2) or sam (no refiner)."),
-    limit: int | None = typer.Option(None, help="Evaluate only the first N samples."),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N samples (N >= 1)."),
     seed: int = typer.Option(42, help="Seed of the click simulator's random stream."),
     seed_mode: str = typer.Option(
         "upstream", help="upstream: one stream over the dataset in order (upstream-identical); "
                          "per-sample: one stream per sample id (order-independent, NOT "
                          "upstream-identical)."),
-    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all usable "
+                                                  "cores; more are capped to them)."),
     encoder_precision: str = typer.Option(
         "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
     cache_dir: Path | None = typer.Option(
@@ -352,6 +437,8 @@ def evaluate(
     workers: int | None = typer.Option(None, help=WORKERS_HELP),
     worker_cpus: int = typer.Option(1, help=WORKER_CPUS_HELP),
     worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
+    restart: bool = typer.Option(False, "--restart", help="Discard the results of this mode "
+                                                          "in --out and start over."),
 ):
     """NoC@85/90/95 and mIoU over 20 simulated clicks per object, exactly as upstream."""
     from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
@@ -359,37 +446,53 @@ def evaluate(
     from focsam_onnx.cluster.ray_encoder import ClusterError
     from focsam_onnx.engine.datasets import open_dataset
     from focsam_onnx.engine.embed import dataset_images
-    from focsam_onnx.engine.evaluate import RunSettings, protocol
+    from focsam_onnx.engine.evaluate import RunSettings, check_results_dir, check_settings, protocol
     from focsam_onnx.engine.evaluate import evaluate as run_evaluation
-    from focsam_onnx.engine.metrics import markdown_table
     from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.threads import resolve_threads
 
-    try:
-        samples = open_dataset(dataset, data_root)
-        if ray is not None:
-            if encoder_precision != "fp32":
-                raise ValueError("--ray encodes with the fp32 encoder only")
-            cache_dir = cache_dir or out / "embeddings"
+    check_settings(RunSettings(dataset, mode, seed, seed_mode, ""), limit)
+    threads = resolve_threads(threads)
+    check_results_dir(out)
+    samples = open_dataset(dataset, data_root)
+    if ray is not None:
+        if encoder_precision != "fp32":
+            fail("--ray encodes with the fp32 encoder only")
+        cache_dir = cache_dir or out / "embeddings"
+        try:
             report = _embed(dataset_images(samples[:limit]), model, cache_dir, threads,
                             RayOptions(ray, workers, worker_cpus, worker_memory_gb))
-            _print_embed_report(report)
-            if report.failures:
-                raise ValueError(f"{len(report.failures)} images could not be encoded")
-        engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
-                                   encoder_precision=encoder_precision)
-        settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id,
-                               encoder_precision)
-        columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
-                   TimeElapsedColumn(), "ETA", TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task(f"{dataset} ({mode})", total=len(samples[:limit]))
-            metrics = run_evaluation(
-                engine, samples, out, settings, limit,
-                on_progress=lambda done, total: progress.update(task, completed=done))
-    except (ValueError, ClusterError) as err:
-        fail(str(err))
-    console.print(markdown_table(metrics, f"{dataset} — {mode}", protocol(dataset)))
+        except ClusterError as err:
+            fail(str(err))
+        _print_embed_report(report)
+        if report.failures:
+            fail(f"{len(report.failures)} images could not be encoded")
+    engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
+                               encoder_precision=encoder_precision)
+    settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id,
+                           encoder_precision, data_root=str(data_root.resolve()))
+    columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
+               TimeElapsedColumn(), "ETA", TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(f"{dataset} ({mode})", total=len(samples[:limit]))
+        metrics = run_evaluation(
+            engine, samples, out, settings, limit, restart=restart,
+            on_progress=lambda done, total: progress.update(task, completed=done))
+    console.print(metrics_table(metrics, f"{dataset} — {mode}"))
+    console.print(protocol(dataset))
     console.print(f"results in {out}")
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    """Metrics as rows (a column per subset, then overall), so 80 columns hold it when piped."""
+    from focsam_onnx.engine.metrics import format_value
+
+    subsets: dict[str, dict] = metrics.get("subsets", {})
+    columns = {**subsets, "overall": metrics} if subsets else {"value": metrics}
+    table = Table("metric", *columns, title=title)
+    for key in (k for k in metrics if k != "subsets"):
+        table.add_row(key, *(format_value(key, values.get(key)) for values in columns.values()))
+    return table
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
@@ -402,6 +505,7 @@ def bench(ctx: typer.Context):
 
 
 @app.command()
+@one_line_errors
 def serve(
     model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
     images: Path | None = typer.Option(
@@ -415,7 +519,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on; any non-loopback "
                                                "address requires a token (printed)."),
     port: int = typer.Option(8000, help="TCP port."),
-    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all cores)."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all usable "
+                                                  "cores; more are capped to them)."),
     prefetch: int = typer.Option(3, help="Images after the opened one to pre-encode in the "
                                          "background (0: none)."),
     token: str | None = typer.Option(None, help="Require this token (default: generated "
@@ -429,9 +534,11 @@ def serve(
         require_serve_extra()
     except RuntimeError as err:
         fail(str(err))
+    from focsam_onnx.engine.threads import resolve_threads
     from focsam_onnx.serve.labeller import LabellerSettings
     from focsam_onnx.serve.server import run_server
 
+    threads = resolve_threads(threads)
     images = images if images is not None else out / "images"
     images.mkdir(parents=True, exist_ok=True)
     settings = LabellerSettings(model=model, images=images, out=out, cache_dir=cache_dir,
@@ -443,12 +550,6 @@ def serve(
                                                       soft_wrap=True, highlight=False))
     except ValueError as err:
         fail(str(err))
-
-
-def _write_png(path: Path, array, cv2) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), array):
-        fail(f"could not write {path}")
 
 
 if __name__ == "__main__":

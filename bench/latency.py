@@ -33,6 +33,7 @@ from focsam_onnx.bench.isolated import in_subprocess
 from focsam_onnx.bench.report import NOTES, PAPER, compute_ratios, evaluate_targets, markdown_report
 from focsam_onnx.bench.stages import Settings
 from focsam_onnx.config import VARIANT_NAMES
+from focsam_onnx.engine.threads import resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +92,9 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                         help="random-init variant, exported into --cache-dir on first use "
                              "(default vit_h; tiny with --quick)")
     source.add_argument("--model", type=Path, help="an exported model directory instead")
-    parser.add_argument("--threads", type=int, default=system_info.usable_cores(),
+    parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime / torch intra-op threads (default: all usable "
-                             "cores)")
+                             "cores; more are capped to them)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default 10; 3 "
                         "with --quick)")
     parser.add_argument("--warmup", type=int, default=None, help="discarded runs first "
@@ -106,8 +107,10 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
                              f"(default: {default_cache_dir()})")
     parser.add_argument("--seed", type=int, default=0, help="random-init seed (default: 0)")
     args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        args.threads = resolve_threads(args.threads)
+    except ValueError as err:
+        parser.error(str(err))
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if args.warmup is not None and args.warmup < 0:

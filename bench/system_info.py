@@ -16,6 +16,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from focsam_onnx.engine.threads import usable_cores
+
 MIB = 1024 * 1024
 PROC_STATUS = Path("/proc/self/status")
 PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -49,13 +51,6 @@ def physical_cores() -> int | None:
         elif key == "core id":
             cores.add((physical, value.strip()))
     return len(cores) or None
-
-
-def usable_cores() -> int:
-    """CPUs this process may run on (the affinity mask), which containers often narrow."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def total_memory_mb() -> float | None:

@@ -1,9 +1,14 @@
-"""Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
+"""Atomic file and folder writes: a reader (or a crash) sees the old version or the new one,
+never half of one; and the check that an output path can be written, made before slow work."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -17,4 +22,54 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Raise ValueError unless `path` (a file or folder, existing or not) can be written: its
+    nearest existing ancestor must be a writable folder, and `path` itself no file in the way."""
+    path = Path(path)
+    for existing in (path.parent, *path.parent.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: {existing} is not writable")
+
+
+@contextmanager
+def staged_folder(target: str | Path) -> Iterator[Path]:
+    """Build a folder beside `target` and swap it in for `target` only if the block succeeds.
+
+    On any exception, Ctrl-C included, the staging folder is removed and `target` is left as it
+    was. The swap (two renames) runs with SIGINT and SIGTERM blocked, so Ctrl-C cannot fall
+    between them; the replaced folder is deleted after the new one is in place.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".new"))
+    old = staging.with_suffix(".old")
+    try:
+        yield staging
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            _swap(staging, target, old)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap(new: Path, target: Path, old: Path) -> None:
+    """Put `new` at `target`, moving what was there to `old`; put it back if that fails."""
+    moved = target.exists()
+    if moved:
+        os.rename(target, old)
+    try:
+        os.rename(new, target)
+    except OSError:
+        if moved:
+            os.rename(old, target)
         raise

@@ -4,7 +4,8 @@ Entries are keyed by the image's content hash, the model's identity and the enco
 so an entry made by another model, or by a bf16 or int8 encoder for an fp32 session, is never
 found. On disk each entry is `<key>.bin` (the raw float32 embeddings) and `<key>.json` (model
 id, encoder precision, image hash, shape and the sha256 of the array bytes); a file that fails
-any check is treated as absent and overwritten, never trusted.
+any check is treated as absent and overwritten, never trusted. A folder that cannot be written
+(read-only, full) costs a warning and leaves the cache memory-only; it never loses a result.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,6 +23,12 @@ from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.graph_spec import EMBEDDING_SHAPE
 
 log = logging.getLogger(__name__)
+
+EMBEDDING_BYTES = int(np.prod(EMBEDDING_SHAPE)) * np.dtype(np.float32).itemsize
+
+
+class CacheDirError(ValueError):
+    """The cache folder is a file, or lies below one."""
 
 
 def cache_key(image_hash: str, model_id: str, precision: str) -> str:
@@ -36,8 +44,7 @@ class EmbeddingCache:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
         self.max_items = max_items
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        if self.cache_dir is not None:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._disk_writes = self.cache_dir is not None and _usable_folder(self.cache_dir)
         self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def get(self, image_hash: str, model_id: str, precision: str) -> np.ndarray | None:
@@ -66,7 +73,7 @@ class EmbeddingCache:
         embeddings = np.ascontiguousarray(embeddings)
         embeddings.flags.writeable = False  # shared by every session on this image
         self._remember(key, embeddings)
-        if self.cache_dir is not None:
+        if self._disk_writes:
             self._write_disk(key, image_hash, model_id, precision, embeddings)
         return embeddings
 
@@ -82,8 +89,13 @@ class EmbeddingCache:
         meta = {"model_id": model_id, "precision": precision, "image_hash": image_hash,
                 "shape": list(emb.shape), "dtype": "float32",
                 "sha256": hashlib.sha256(raw).hexdigest()}
-        atomic_write(self.cache_dir / f"{key}.bin", raw)
-        atomic_write(self.cache_dir / f"{key}.json", json.dumps(meta).encode())
+        try:
+            atomic_write(self.cache_dir / f"{key}.bin", raw)
+            atomic_write(self.cache_dir / f"{key}.json", json.dumps(meta).encode())
+        except OSError as err:
+            log.warning("cannot write to the cache folder %s (%s); caching in memory only",
+                        self.cache_dir, err.strerror or err)
+            self._disk_writes = False
 
     def _read_disk(self, key: str, image_hash: str, model_id: str,
                    precision: str) -> np.ndarray | None:
@@ -103,8 +115,33 @@ class EmbeddingCache:
         if any(meta.get(k) != v for k, v in expected.items()):
             log.warning("ignoring cache entry %s: made for another image, model or precision", key)
             return None
+        if len(raw) != EMBEDDING_BYTES:  # checked first: a matching checksum may be forged
+            log.warning("ignoring truncated cache entry %s (%d bytes)", key, len(raw))
+            return None
         if hashlib.sha256(raw).hexdigest() != meta.get("sha256"):
             log.warning("ignoring corrupt cache entry %s (checksum mismatch)", key)
             return None
         embeddings = np.frombuffer(raw, dtype=np.float32).reshape(EMBEDDING_SHAPE)
         return embeddings  # read-only view of the bytes, like the in-memory entries
+
+
+def _usable_folder(folder: Path) -> bool:
+    """Make `folder` if needed; False (with a warning) if it cannot be written to.
+
+    Raises CacheDirError when a file stands where the folder should be: a wrong path, which no
+    amount of retrying fixes, so it is refused before any slow work.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CacheDirError(f"cache folder {folder} is a file or lies below one; "
+                            "give --cache-dir a folder") from None
+    except OSError as err:
+        log.warning("cannot create the cache folder %s (%s); caching in memory only",
+                    folder, err.strerror or err)
+        return False
+    if not os.access(folder, os.W_OK | os.X_OK):
+        log.warning("the cache folder %s is not writable; reading it, caching new images in "
+                    "memory only", folder)
+        return False
+    return True

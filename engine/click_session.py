@@ -133,14 +133,8 @@ class ClickSession:
         del self._history[1:]
 
     def _validated(self, x: int, y: int, positive: bool) -> Click:
-        geometry = self.image.geometry
-        if int(x) != x or int(y) != y:
-            raise ValueError(f"click ({x}, {y}) must be integer pixel coordinates")
-        if not (0 <= x < geometry.width and 0 <= y < geometry.height):
-            raise ValueError(f"click (x={x}, y={y}) is outside the {geometry.width}x"
-                             f"{geometry.height} image (valid: 0 <= x < {geometry.width}, "
-                             f"0 <= y < {geometry.height})")
-        return Click(y=int(y), x=int(x), positive=bool(positive))
+        return validated_click(x, y, positive, self.image.geometry.width,
+                               self.image.geometry.height)
 
     def _validated_box(self, x0: float, y0: float, x1: float,
                        y1: float) -> tuple[float, float, float, float]:
@@ -186,6 +180,16 @@ class ClickSession:
         result = ClickResult(mask, decoded.low_res_logits, decoded.iou_prediction,
                              refined is not None, roi, timings)
         return result, refined
+
+
+def validated_click(x: int, y: int, positive: bool, width: int, height: int) -> Click:
+    """A Click at integer pixel (x, y) of a width x height image; ValueError if it is outside."""
+    if int(x) != x or int(y) != y:
+        raise ValueError(f"click ({x}, {y}) must be integer pixel coordinates")
+    if not (0 <= x < width and 0 <= y < height):
+        raise ValueError(f"click (x={x}, y={y}) is outside the {width}x{height} image "
+                         f"(valid: 0 <= x < {width}, 0 <= y < {height})")
+    return Click(y=int(y), x=int(x), positive=bool(positive))
 
 
 def _ms_since(start: float) -> float:

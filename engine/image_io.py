@@ -1,4 +1,5 @@
-"""Image loading (OpenCV, BGR, as upstream's mmcv does) and the image content hash (a cache key)."""
+"""Image files: loading (OpenCV, BGR, as upstream's mmcv does), the content hash (a cache key),
+and writing (checked before any slow work, masks losslessly, atomically)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from focsam_onnx.engine.atomic_io import atomic_write, check_writable
+
+# A mask is exactly 0/255: a lossy format (JPEG, WebP) would blur its edge into grey levels, so
+# mask outputs are refused in those rather than silently converted to another file name.
+LOSSLESS_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".pgm", ".pnm")
 
 
 class ImageError(ValueError):
@@ -62,3 +69,35 @@ def image_content_hash(image: np.ndarray) -> str:
     digest.update(repr((contiguous.shape, contiguous.dtype.str)).encode())
     digest.update(contiguous.data)
     return digest.hexdigest()
+
+
+def check_image_output(path: str | Path, what: str, lossless: bool = False) -> None:
+    """Raise ImageError unless `path` can be written as an image (an extension OpenCV writes,
+    lossless if asked, in a writable folder); cheap, so it runs before the model loads."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        raise ImageError(f"{what} {path} is a folder; give a file name such as {path / 'mask.png'}")
+    if lossless and suffix not in LOSSLESS_EXTENSIONS:
+        kind = f"a lossy {suffix} file would blur it" if cv2.haveImageWriter(f"x{suffix}") \
+            else f"{suffix or 'no extension'} is not an image format"
+        raise ImageError(f"{what} {path}: a mask needs a lossless format ({kind}); "
+                         f"use one of {', '.join(LOSSLESS_EXTENSIONS)}, e.g. {path.stem}.png")
+    if not suffix or not cv2.haveImageWriter(f"x{suffix}"):
+        kind = suffix or "a file name without an extension"
+        raise ImageError(f"{what} {path}: OpenCV cannot write {kind}; use .png or .jpg")
+    try:
+        check_writable(path, what)
+    except ValueError as err:
+        raise ImageError(str(err)) from None
+
+
+def save_image(path: str | Path, image: np.ndarray) -> None:
+    """Write `image` (BGR or single-channel uint8) in the format its extension names, atomically
+    (an interrupted write leaves no partial file)."""
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix, image)
+    if not ok:
+        raise ImageError(f"OpenCV could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, encoded.tobytes())

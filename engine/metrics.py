@@ -89,7 +89,7 @@ def summarize(per_sample_ious: Sequence[Sequence[float]]) -> dict[str, float | i
     return metrics
 
 
-def _format_value(key: str, value: float | int | None) -> str:
+def format_value(key: str, value: float | int | None) -> str:
     if value is None:
         return "–"
     if isinstance(value, (int, np.integer)):
@@ -111,7 +111,7 @@ def markdown_table(metrics: dict, title: str, note: str = "") -> str:
     lines = [f"### {title}", "", *([note, ""] if note else []),
              "| " + " | ".join(label + keys) + " |",
              "|" + "|".join([":---"] * len(label) + ["---:"] * len(keys)) + "|"]
-    lines += ["| " + " | ".join(name + [_format_value(k, values.get(k)) for k in keys]) + " |"
+    lines += ["| " + " | ".join(name + [format_value(k, values.get(k)) for k in keys]) + " |"
               for name, values in rows]
     extensions = [k for k in keys if k in EXTENSION_KEYS]
     if extensions:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from focsam_onnx.engine.encoder_runtime import (
 )
 from focsam_onnx.engine.graph_spec import DECODER, ENCODER, GRAPHS, GraphContractError, GraphSpec
 from focsam_onnx.engine.manifest import MANIFEST, Manifest, ManifestError
+from focsam_onnx.engine.threads import resolve_threads
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def load_model_dir(path: Path, manifest: Manifest, threads: int | None,
                    encoder_precision: str = DEFAULT_PRECISION) -> ModelDir:
     """The sessions of an already checked `manifest` (the export's quality gate uses this
     before its reduced precisions are offered)."""
-    threads = threads or os.cpu_count() or 1
+    threads = resolve_threads(threads)
     sessions = {}
     for spec in GRAPHS:
         if spec is ENCODER or spec.filename not in manifest.files:

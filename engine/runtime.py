@@ -54,8 +54,8 @@ class FocSAMEngine:
              encoder_precision: str = DEFAULT_PRECISION) -> FocSAMEngine:
         """`encoder_precision`: fp32 (default, upstream-exact), or bf16 / int8 where the
         export's quality gate passed (see its manifest)."""
-        return cls(open_model_dir(model_dir, threads, encoder_precision=encoder_precision),
-                   EmbeddingCache(max_cached_images, cache_dir))
+        cache = EmbeddingCache(max_cached_images, cache_dir)  # a bad folder fails before loading
+        return cls(open_model_dir(model_dir, threads, encoder_precision=encoder_precision), cache)
 
     def open_image(self, image: np.ndarray | str | Path) -> EncodedImage:
         """`image`: (H, W, 3) uint8 BGR array, or a path OpenCV can read."""

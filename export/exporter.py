@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from focsam_onnx.engine.atomic_io import staged_folder
 from focsam_onnx.engine.graph_spec import GraphSpec
 from focsam_onnx.engine.manifest import Manifest, Source
 from focsam_onnx.export.custom_ops import TRANSLATIONS
@@ -35,33 +36,33 @@ def export_model(model: FocSAM, out_dir: str | Path, source: Source,
     interface, see export/sam_pair.py) and an X-AnyLabeling config for them.
 
     Every graph is checked against `model` in onnxruntime before it is kept (and again after
-    simplification); a ParityError names the graph, output and difference. `source` records
+    simplification); a ParityError names the graph, output and difference. The files are made
+    in a folder beside `out_dir` that replaces it only once every graph passed. `source` records
     where the weights came from (checkpoint path and hash, or random init and seed).
     Returns the manifest and one report per graph.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    reports = []
-    for graph in graph_exports(model):
-        if on_graph is not None:
-            on_graph(graph.spec.name)
-        reports.append(export_graph(graph, out_dir, opset, simplify))
-    if sam_compatible:
-        from focsam_onnx.export.sam_pair import export_sam_pair
-        from focsam_onnx.export.xanylabeling import write_xanylabeling_config
+    with staged_folder(out_dir) as staging:  # an interrupted export leaves `out_dir` as it was
+        reports = []
+        for graph in graph_exports(model):
+            if on_graph is not None:
+                on_graph(graph.spec.name)
+            reports.append(export_graph(graph, staging, opset, simplify))
+        if sam_compatible:
+            from focsam_onnx.export.sam_pair import export_sam_pair
+            from focsam_onnx.export.xanylabeling import write_xanylabeling_config
 
-        if on_graph is not None:
-            on_graph("SAM-compatible pair")
-        reports += export_sam_pair(model, out_dir, opset)
-        write_xanylabeling_config(out_dir, model.cfg.variant,
-                                  "sam" if model.cfg.is_plain_sam else "focsam")
-    return write_manifest(out_dir, model.cfg, reports, opset, source), reports
+            if on_graph is not None:
+                on_graph("SAM-compatible pair")
+            reports += export_sam_pair(model, staging, opset)
+            write_xanylabeling_config(staging, model.cfg.variant,
+                                      "sam" if model.cfg.is_plain_sam else "focsam")
+        manifest = write_manifest(staging, model.cfg, reports, opset, source)
+    return manifest, reports
 
 
 def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) -> GraphReport:
     start = time.perf_counter()
     spec, path = graph.spec, out_dir / graph.spec.filename
-    _remove_graph_files(path)
     large = _parameter_bytes(graph.exported) >= TWO_GB
     notes = []
     if opset < graph.min_opset:
@@ -110,11 +111,6 @@ def _parameter_bytes(module: torch.nn.Module) -> int:
 
 def _graph_files(path: Path) -> list[Path]:
     return [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
-
-
-def _remove_graph_files(path: Path) -> None:
-    for p in _graph_files(path):
-        p.unlink()
 
 
 def _simplify(path: Path) -> tuple[bool, str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from focsam_onnx.engine.datasets import open_dataset
-from focsam_onnx.engine.evaluate import RunSettings, evaluate
+from focsam_onnx.engine.evaluate import ResumeError, RunSettings, evaluate
 from focsam_onnx.engine.runtime import FocSAMEngine
 
 
@@ -37,10 +37,24 @@ def settings(engine, mode="focsam", seed=7):
     return RunSettings("folder", mode, seed, "upstream", engine.model.model_id)
 
 
+class Interrupted(BaseException):
+    """Stands for Ctrl-C."""
+
+
+def interrupt_at(sample: int):
+    def on_progress(done: int, total: int) -> None:
+        if done == sample:
+            raise Interrupted
+
+    return on_progress
+
+
 def test_interrupted_run_resumes_to_the_same_result(engine, dataset_root, tmp_path):
     samples = open_dataset("folder", dataset_root)
     full = evaluate(engine, samples, tmp_path / "full", settings(engine))
-    evaluate(engine, samples, tmp_path / "resumed", settings(engine), limit=1)  # interrupted
+    with pytest.raises(Interrupted):  # Ctrl-C while the second sample starts
+        evaluate(engine, samples, tmp_path / "resumed", settings(engine),
+                 on_progress=interrupt_at(1))
     runs = []
     resumed = evaluate(engine, samples, tmp_path / "resumed", settings(engine),
                        on_progress=lambda done, total: runs.append(done))
@@ -52,10 +66,12 @@ def test_interrupted_run_resumes_to_the_same_result(engine, dataset_root, tmp_pa
     assert [s["id"] for s in per_sample[0]] == ["session_1", "session_2"]
 
 
-def test_other_settings_start_over(engine, dataset_root, tmp_path):
+def test_other_settings_are_refused_unless_restarted(engine, dataset_root, tmp_path):
     samples = open_dataset("folder", dataset_root)
     evaluate(engine, samples, tmp_path, settings(engine, seed=1), limit=1)
-    metrics = evaluate(engine, samples, tmp_path, settings(engine, seed=2), limit=2)
+    with pytest.raises(ResumeError, match="seed 1 -> 2"):
+        evaluate(engine, samples, tmp_path, settings(engine, seed=2), limit=1)
+    metrics = evaluate(engine, samples, tmp_path, settings(engine, seed=2), limit=2, restart=True)
     assert metrics["samples"] == 2
     fresh = evaluate(engine, samples, tmp_path / "fresh", settings(engine, seed=2), limit=2)
     assert metrics == fresh
