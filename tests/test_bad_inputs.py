@@ -149,6 +149,21 @@ def test_segment_refuses_a_missing_model_and_image(tiny_model_dir, tmp_path):
     assert not (tmp_path / "m.png").exists()
 
 
+@pytest.mark.parametrize("damage, words", [
+    (lambda m: [m], ("manifest.json",)),
+    (lambda m: {k: v for k, v in m.items() if k != "model_id"}, ("model_id",)),
+    (lambda m: {k: v for k, v in m.items() if k != "files"}, ("files",)),
+])
+def test_segment_refuses_a_manifest_of_the_wrong_shape(tiny_model_dir, tmp_path, damage, words):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    manifest = json.loads((model / "manifest.json").read_text())
+    (model / "manifest.json").write_text(json.dumps(damage(manifest)))
+    done = cli(*segment(model, "--out", tmp_path / "m.png"))
+    assert_refused(done, "re-export", *words)
+    assert not (tmp_path / "m.png").exists()
+
+
 def test_a_long_click_list_gets_a_progress_bar_and_a_short_table(tiny_model_dir, tmp_path):
     clicks = ";".join(f"{10 + 3 * i},{20 + 2 * i},{'+' if i % 2 == 0 else '-'}"
                       for i in range(23))
