@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 import traceback
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -550,6 +551,83 @@ def serve(
                                                       soft_wrap=True, highlight=False))
     except ValueError as err:
         fail(str(err))
+
+
+weights_app = typer.Typer(help="Official checkpoints: list them, fetch one (resumable, "
+                               "sha256-verified).", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+@one_line_errors
+def weights_list():
+    """The known checkpoints: name, size, sha256, and where each comes from."""
+    from focsam_onnx.weights.catalog import CATALOG
+
+    for entry in CATALOG:
+        size = f"{entry.size:,} bytes" if entry.size is not None else "size not published"
+        console.print(f"[bold]{entry.name}[/bold]  {entry.description}, {size}", highlight=False)
+        if entry.url is None:
+            console.print(f"  by hand: {entry.by_hand}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"  {entry.url}\n  sha256 {entry.sha256}", highlight=False,
+                          soft_wrap=True)
+
+
+@weights_app.command("fetch")
+@one_line_errors
+def weights_fetch(
+    name: str | None = typer.Argument(None, help="A name from `weights list`."),
+    dest: Path = typer.Option(Path("checkpoints"), "--dest", help="Folder to download into."),
+    url: str | None = typer.Option(None, "--url", help="Fetch this URL instead of a named one."),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected sha256 of --url's file."),
+    timeout: float = typer.Option(30.0, help="Seconds without data before giving up (the "
+                                             "partial download is kept for the next run)."),
+):
+    """Download a checkpoint (progress bar; resumes a partial download; sha256-verified)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from focsam_onnx.weights.catalog import find
+    from focsam_onnx.weights.download import DownloadError, fetch
+
+    try:
+        if (name is None) == (url is None):
+            raise ValueError("give a NAME from `focsam-onnx weights list`, or --url URL with "
+                             "--sha256 HEX")
+        if url is not None:
+            if sha256 is None:
+                raise ValueError("--url needs --sha256 HEX: a download is only kept once verified")
+            filename = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+            if not filename:
+                raise ValueError(f"{url} names no file; give a URL ending in the file name")
+            size = None
+        else:
+            entry = find(name)
+            if entry.url is None:
+                raise ValueError(f"{entry.name} cannot be fetched automatically: {entry.by_hand}")
+            url, sha256, filename, size = entry.url, entry.sha256, entry.filename, entry.size
+        columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(filename, total=size)
+            path = fetch(url, sha256, dest / filename, size, timeout,
+                         lambda done, total: progress.update(task, completed=done, total=total))
+    except (ValueError, DownloadError) as err:
+        fail(str(err))
+    console.print(f"{path}: sha256 verified; next: focsam-onnx export --ckpt {path} "
+                  f"--out exported/{Path(filename).stem}", highlight=False, soft_wrap=True)
+
+
+def _write_png(path: Path, array, cv2) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), array):
+        fail(f"could not write {path}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,13 @@ segment-anything's predictor sends it (clicks, then the two corners, no padding 
 it is a step like a click: a box-first interaction predicts from the box alone at step 0, and
 the refiner runs at step `refine_at` as usual, its ROI taken from that step's coarse mask
 (decoded from the box and the clicks), not from the box itself.
+
+Memory stays flat however long the session: a step keeps its clicks count and its low-res
+logits (256 KB), never a full-size mask (`ClickResult.mask` is computed on access and kept only
+while the result is current). Logits are kept for the newest KEEP steps and for every KEEP-th
+step before them; undoing into an older step replays its decodes from the nearest kept one (at
+most KEEP - 1 decodes, bit-identical: the same graph on the same inputs), so 1,000 clicks hold
+62 logits, not 1,000.
 """
 
 from __future__ import annotations
@@ -19,37 +26,54 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from focsam_onnx.engine.postprocess import logits_to_mask
+from focsam_onnx.engine.preprocess import ImageGeometry
 from focsam_onnx.engine.prompts import Click
 from focsam_onnx.engine.roi import Roi
 from focsam_onnx.engine.runtime import EncodedImage, FocSAMEngine
 
 UPSTREAM_REFINE_STEP = 1
+KEEP = 32  # ~sqrt(1,000): logits held and decodes replayed per undo balance at long sessions
 
 
 @dataclass(frozen=True)
 class ClickResult:
-    mask: np.ndarray  # (H, W) bool at the original image size
     low_res_logits: np.ndarray  # (1, 1, 256, 256), the next step's mask prompt
     iou_prediction: float
     refined: bool  # decoded on refined embeddings
     roi: Roi | None  # the refiner's ROI, set on the step that ran it
+    geometry: ImageGeometry
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """(H, W) bool at the original image size, computed from the logits on first access.
 
-@dataclass(frozen=True)
-class _State:
-    clicks: tuple[Click, ...] = ()
-    box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1), original pixels
-    prev_logits: np.ndarray | None = None
-    refined_embeddings: np.ndarray | None = None
-    result: ClickResult | None = None
+        A session lets only its current result keep the array (it is H x W bytes, the logits
+        256 KB): an older result recomputes it when asked again.
+        """
+        return logits_to_mask(self.low_res_logits, self.geometry)
+
+    def _forget_mask(self) -> None:
+        self.__dict__.pop("mask", None)  # where cached_property keeps it
 
 
 InterimCallback = Callable[[ClickResult], None]
+
+
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1), original pixels
+Prompt = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # decoder coords, labels, box
+
+
+@dataclass
+class _Step:
+    n_clicks: int  # this step decoded clicks[:n_clicks]
+    box: Box | None
+    result: ClickResult | None  # None once dropped (see the module docstring)
 
 
 class ClickSession:
@@ -66,28 +90,26 @@ class ClickSession:
         self.engine = engine
         self.image = image
         self.refine_at = refine_at
-        self._history: list[_State] = [_State()]
+        self._clicks: list[Click] = []
+        self._steps: list[_Step] = []
+        self._refined: tuple[np.ndarray, Roi] | None = None  # made once, at step refine_at
 
     @property
     def clicks(self) -> tuple[Click, ...]:
-        return self._state.clicks
+        return tuple(self._clicks)
 
     @property
-    def box(self) -> tuple[float, float, float, float] | None:
-        return self._state.box
+    def box(self) -> Box | None:
+        return self._steps[-1].box if self._steps else None
 
     @property
     def steps(self) -> int:
         """Predictions made so far (a step may add no click, as in upstream's evaluation)."""
-        return len(self._history) - 1
+        return len(self._steps)
 
     @property
     def result(self) -> ClickResult | None:
-        return self._state.result
-
-    @property
-    def _state(self) -> _State:
-        return self._history[-1]
+        return self._steps[-1].result if self._steps else None
 
     def click(self, x: int, y: int, positive: bool = True,
               on_interim: InterimCallback | None = None) -> ClickResult:
@@ -98,8 +120,7 @@ class ClickSession:
                 on_interim: InterimCallback | None = None) -> ClickResult:
         """Set (or replace) the object's box, in original image pixels (x0, y0 top-left,
         x1, y1 bottom-right), and predict: one step, undone by `undo`."""
-        return self._advance(self._state.clicks, self._validated_box(x0, y0, x1, y1),
-                             on_interim)
+        return self._advance(None, self._validated_box(x0, y0, x1, y1), on_interim)
 
     def step(self, click: Click | None,
              on_interim: InterimCallback | None = None) -> ClickResult:
@@ -108,36 +129,42 @@ class ClickSession:
         On the step that runs the refiner, `on_interim` is called first with the coarse
         (unrefined) result, so a user sees a mask while the refiner runs.
         """
-        state = self._state
-        return self._advance(state.clicks + ((click,) if click is not None else ()), state.box,
-                             on_interim)
+        return self._advance(click, self.box, on_interim)
 
-    def _advance(self, clicks: tuple[Click, ...], box: tuple[float, float, float, float] | None,
+    def _advance(self, click: Click | None, box: Box | None,
                  on_interim: InterimCallback | None) -> ClickResult:
-        if not clicks and box is None:
+        if click is None and not self._clicks and box is None:
             raise ValueError("the first step needs a click or a box")
-        state = self._state
-        result, refined = self._predict(clicks, box, state, on_interim)
-        self._history.append(_State(clicks, box, result.low_res_logits, refined, result))
+        if click is not None:
+            self._clicks.append(click)
+        if self._steps:
+            self.result._forget_mask()
+        result = self._predict(box, on_interim)
+        self._steps.append(_Step(len(self._clicks), box, result))
+        self._drop_old_logits()
         return result
 
     def undo(self) -> ClickResult | None:
         """Restore the exact state before the last step; returns the result now current."""
-        if self.steps == 0:
+        if not self._steps:
             raise ValueError("nothing to undo")
-        self._history.pop()
-        return self._state.result
+        self._steps.pop()
+        del self._clicks[self._steps[-1].n_clicks if self._steps else 0:]
+        if self.refine_at is not None and self.steps <= self.refine_at:
+            self._refined = None  # undoing the refine step forgets its embeddings
+        if self._steps and self._steps[-1].result is None:
+            self._replay()
+        return self.result
 
     def reset(self) -> None:
-        """Start the object over (the image embeddings stay cached)."""
-        del self._history[1:]
+        """Start the object over, releasing the history (the image embeddings stay cached)."""
+        self._clicks, self._steps, self._refined = [], [], None
 
     def _validated(self, x: int, y: int, positive: bool) -> Click:
         return validated_click(x, y, positive, self.image.geometry.width,
                                self.image.geometry.height)
 
-    def _validated_box(self, x0: float, y0: float, x1: float,
-                       y1: float) -> tuple[float, float, float, float]:
+    def _validated_box(self, x0: float, y0: float, x1: float, y1: float) -> Box:
         geometry = self.image.geometry
         box = tuple(float(v) for v in (x0, y0, x1, y1))
         if not (0 <= box[0] < box[2] <= geometry.width
@@ -146,40 +173,74 @@ class ClickSession:
                              f"0 <= y0 < y1 <= {geometry.height} (the image's pixels)")
         return box
 
-    def _predict(self, clicks: tuple[Click, ...], box: tuple[float, float, float, float] | None,
-                 state: _State,
-                 on_interim: InterimCallback | None) -> tuple[ClickResult, np.ndarray | None]:
-        engine, timings = self.engine, {}
-        geometry = self.image.geometry
+    def _prompt(self, n_clicks: int, box: Box | None) -> Prompt:
+        """The first `n_clicks` clicks and the box in the network frame: (N, 2) (x, y) coords,
+        (N,) labels, (4,) box or None."""
+        geometry, clicks = self.image.geometry, self._clicks[:n_clicks]
         coords = geometry.to_network(np.array([c.xy for c in clicks], np.float64).reshape(-1, 2))
         labels = np.array([1.0 if c.positive else 0.0 for c in clicks], np.float32)
         net_box = None if box is None else geometry.to_network(
             np.array(box, np.float64).reshape(2, 2)).reshape(4)
-        refined, roi = state.refined_embeddings, None
-        if refined is None and self.refine_at is not None and self.steps == self.refine_at:
-            start = time.perf_counter()
-            coarse = engine.decode(self.image.embeddings, coords, labels, state.prev_logits,
-                                   net_box)
-            roi = engine.roi(coarse.low_res_logits)
-            timings["coarse_decode"] = _ms_since(start)
-            if on_interim is not None:
-                on_interim(ClickResult(logits_to_mask(coarse.low_res_logits, self.image.geometry),
-                                       coarse.low_res_logits, coarse.iou_prediction, False, roi,
-                                       dict(timings)))
-            start = time.perf_counter()
-            refined = engine.refine(self.image.embeddings, coarse.mask_token, roi)
-            timings["refine"] = _ms_since(start)
+        return coords, labels, net_box
+
+    def _predict(self, box: Box | None, on_interim: InterimCallback | None) -> ClickResult:
+        """The next step (number self.steps) on the current prompt; runs the refiner if due."""
+        prompt, timings, roi = self._prompt(len(self._clicks), box), {}, None
+        prev_logits = self.result.low_res_logits if self._steps else None
+        if self._refined is None and self.refine_at is not None and self.steps == self.refine_at:
+            self._refined = self._refine(prompt, prev_logits, timings, on_interim)
+            roi = self._refined[1]
+        return self._decode(prompt, prev_logits, self._refined is not None, roi, timings)
+
+    def _refine(self, prompt: Prompt, prev_logits: np.ndarray | None,
+                timings: dict[str, float],
+                on_interim: InterimCallback | None) -> tuple[np.ndarray, Roi]:
+        """Coarse decode on the original embeddings -> ROI and mask token -> refined embeddings."""
         start = time.perf_counter()
-        embeddings = refined if refined is not None else self.image.embeddings
-        decoded = engine.decode(embeddings, coords, labels, state.prev_logits, net_box)
+        coords, labels, box = prompt
+        coarse = self.engine.decode(self.image.embeddings, coords, labels, prev_logits, box)
+        roi = self.engine.roi(coarse.low_res_logits)
+        timings["coarse_decode"] = _ms_since(start)
+        if on_interim is not None:
+            on_interim(ClickResult(coarse.low_res_logits, coarse.iou_prediction, False, roi,
+                                   self.image.geometry, dict(timings)))
+        start = time.perf_counter()
+        refined = self.engine.refine(self.image.embeddings, coarse.mask_token, roi)
+        timings["refine"] = _ms_since(start)
+        return refined, roi
+
+    def _decode(self, prompt: Prompt, prev_logits: np.ndarray | None, refined: bool,
+                roi: Roi | None, timings: dict[str, float]) -> ClickResult:
+        start = time.perf_counter()
+        embeddings = self._refined[0] if refined else self.image.embeddings
+        coords, labels, box = prompt
+        decoded = self.engine.decode(embeddings, coords, labels, prev_logits, box)
         timings["decode"] = _ms_since(start)
-        start = time.perf_counter()
-        mask = logits_to_mask(decoded.low_res_logits, self.image.geometry)
-        timings["postprocess"] = _ms_since(start)
         timings["total"] = sum(timings.values())
-        result = ClickResult(mask, decoded.low_res_logits, decoded.iou_prediction,
-                             refined is not None, roi, timings)
-        return result, refined
+        return ClickResult(decoded.low_res_logits, decoded.iou_prediction, refined, roi,
+                           self.image.geometry, timings)
+
+    def _drop_old_logits(self) -> None:
+        """Keep the newest KEEP results whole, and every KEEP-th one before them."""
+        number = len(self._steps) - KEEP  # 1-based number of the step leaving the window
+        if number > 0 and number % KEEP:
+            self._steps[number - 1].result = None
+
+    def _replay(self) -> None:
+        """Recompute the dropped results after the nearest kept one, up to the current step.
+
+        Each replayed step decodes exactly what it decoded first (same clicks, same mask prompt,
+        same embeddings: the refined ones are kept), so its logits are the same bits.
+        """
+        last = len(self._steps) - 1
+        start = next((i for i in range(last - 1, -1, -1) if self._steps[i].result is not None), -1)
+        for i in range(start + 1, last + 1):
+            prev_logits = self._steps[i - 1].result.low_res_logits if i > 0 else None
+            refined = self.refine_at is not None and i >= self.refine_at
+            roi = self._refined[1] if refined and i == self.refine_at else None
+            step = self._steps[i]
+            step.result = self._decode(self._prompt(step.n_clicks, step.box), prev_logits,
+                                       refined, roi, {})
 
 
 def validated_click(x: int, y: int, positive: bool, width: int, height: int) -> Click:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
@@ -22,6 +23,16 @@ from focsam_onnx.engine.prompts import point_list
 from focsam_onnx.engine.roi import Roi, roi_from_logits
 
 NO_MASK = np.zeros(LOW_RES_SHAPE, np.float32)
+
+# The decoder's working memory grows with its points (token-image attention, ~0.3 MB a point),
+# and onnxruntime's arena would keep the largest prompt's peak for good: a 1,000-click session
+# would end 300 MB up. Prompts longer than people click hand it back after their run; shorter
+# ones keep the arena, which makes them ~10% faster (CPU time, interleaved) than running without.
+ARENA_KEPT_UP_TO_POINTS = 64
+_SHRINK_ARENA = ort.RunOptions()
+_SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
 @dataclass(frozen=True)
 class EncodedImage:
     """An image ready for clicks: `embeddings` (1, 256, 64, 64) are read-only and shared."""
@@ -94,7 +105,8 @@ class FocSAMEngine:
             prev_logits if has_mask else NO_MASK,
             np.array([1.0 if has_mask else 0.0], np.float32),
         )))
-        low_res, token, iou = self.model.sessions["decoder"].run(None, feeds)
+        run_options = _SHRINK_ARENA if len(coords) > ARENA_KEPT_UP_TO_POINTS else None
+        low_res, token, iou = self.model.sessions["decoder"].run(None, feeds, run_options)
         return Decoded(low_res, token, float(iou[0, 0]))
 
     def roi(self, coarse_logits: np.ndarray) -> Roi:

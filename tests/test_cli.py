@@ -79,6 +79,19 @@ def test_readme_precision_commands_run(tmp_path):
     assert "bf16 embeddings encoder" in outputs[1]
 
 
+def test_readme_first_run_fetches_exports_and_segments_one_model():
+    from focsam_onnx.weights.catalog import CATALOG, find
+
+    fetch, export, segment = readme_commands("Get the weights")
+    assert fetch[:2] == ["weights", "fetch"] and find(fetch[2]).url is not None
+    assert export[export.index("--ckpt") + 1] == f"checkpoints/{find(fetch[2]).filename}"
+    assert segment[segment.index("--model") + 1] == export[export.index("--out") + 1]
+    listed = runner.invoke(app, ["weights", "list"])  # the one the README names that is free
+    assert listed.exit_code == 0, listed.output
+    for entry in CATALOG:
+        assert entry.name in listed.output and (entry.sha256 or entry.by_hand) in listed.output
+
+
 @pytest.mark.parametrize("text, message", [
     ("10,20", "click 1 '10,20' is not X,Y,LABEL"),
     ("10,20,+;5,x,-", "click 2 '5,x,-' is not X,Y,LABEL"),

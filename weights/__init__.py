@@ -1,0 +1,1 @@
+"""Official checkpoints: where they are published (catalog) and a verified, resumable fetch."""
