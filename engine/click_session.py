@@ -139,7 +139,14 @@ class ClickSession:
             self._clicks.append(click)
         if self._steps:
             self.result._forget_mask()
-        result = self._predict(box, on_interim)
+        try:
+            result = self._predict(box, on_interim)
+        except BaseException:  # a failed step (or callback) leaves the session as it was
+            if click is not None:
+                self._clicks.pop()
+            if self.refine_at is not None and self.steps <= self.refine_at:
+                self._refined = None
+            raise
         self._steps.append(_Step(len(self._clicks), box, result))
         self._drop_old_logits()
         return result

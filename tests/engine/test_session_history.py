@@ -75,6 +75,19 @@ def test_undo_into_a_dropped_refine_step_restores_its_roi(engine):
     assert nxt.roi is None and np.array_equal(nxt.low_res_logits, results[2].low_res_logits)
 
 
+def test_a_failed_step_leaves_the_session_as_it_was(engine):
+    image = np.random.default_rng(6).integers(0, 256, (96, 128, 3), np.uint8)
+    session = ClickSession(engine, engine.open_image(image))
+    first = session.click(50, 50, True)
+
+    def front_end_gone(_):
+        raise RuntimeError("the front end went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        session.click(20, 20, False, on_interim=front_end_gone)  # fails inside the refine step
+    assert session.steps == 1 and len(session.clicks) == 1 and session.result is first
+    assert session.click(20, 20, False).roi is not None  # the retried step refines afresh
+
 @pytest.mark.slow
 @pytest.mark.parametrize("height, width", [(480, 640), (3000, 4000)], ids=["640x480", "12MP"])
 def test_a_1000_click_session_stays_flat_in_memory(engine, height, width):
