@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import DECODER, REFINER
 
 DECODER_CLICKS = (1, 5, 20)
@@ -35,15 +36,15 @@ def decoder_feeds(n_clicks: int, rng: np.random.Generator) -> dict[str, np.ndarr
     point_coords: (1, n+1, 2) float32 (x, y) in the 1024 frame, the last row (0, 0) padding;
     point_labels: (1, n+1) float32, first click positive, then random 1/0, padding -1.
     """
-    coords = np.zeros((1, n_clicks + 1, 2), np.float32)
-    coords[0, :n_clicks] = rng.uniform(0, 1024, (n_clicks, 2))
-    labels = np.full((1, n_clicks + 1), -1.0, np.float32)
+    feeds = DECODER.example_inputs(rng, {"num_points": n_clicks + 1})
+    coords, labels = feeds["point_coords"], feeds["point_labels"]
+    coords[0, :n_clicks] = rng.uniform(0, IMAGE_SIZE, (n_clicks, 2))
+    coords[0, n_clicks] = 0.0
     labels[0, :n_clicks] = rng.integers(0, 2, n_clicks)
-    labels[0, 0] = 1.0
-    values = (rng.standard_normal((1, 256, 64, 64), np.float32), coords, labels,
-              rng.standard_normal((1, 1, 256, 256), np.float32) * 4,
-              np.ones(1, np.float32))
-    return dict(zip(DECODER.input_names, values, strict=True))
+    labels[0, 0], labels[0, n_clicks] = 1.0, -1.0
+    feeds["mask_input"] *= 4
+    feeds["has_mask_input"][:] = 1.0
+    return feeds
 
 
 def window_token_mask(windows: int) -> np.ndarray:
@@ -59,17 +60,18 @@ def window_token_mask(windows: int) -> np.ndarray:
     if side * side != windows or not 1 <= side <= 4:
         raise ValueError(f"windows must be 1, 4, 9 or 16, got {windows}")
     if side == 4:
-        return token_mask((0, 0, 1024, 1024))
-    lo, hi = 17 * 16, (16 * side + 7) * 16  # token index -> pixel on the 1024 canvas
+        return token_mask((0, 0, IMAGE_SIZE, IMAGE_SIZE))
+    pixels = IMAGE_SIZE // EMBED_GRID  # per token
+    lo, hi = 17 * pixels, (16 * side + 7) * pixels
     return token_mask((lo, lo, hi, hi))
 
 
 def refiner_feeds(windows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Refiner inputs: random embeddings (1, 256, 64, 64) and mask token (1, 1, 256), and the
-    token mask of `windows` windows."""
-    values = (rng.standard_normal((1, 256, 64, 64), np.float32),
-              rng.standard_normal((1, 1, 256), np.float32), window_token_mask(windows))
-    return dict(zip(REFINER.input_names, values, strict=True))
+    """Refiner inputs: random embeddings and mask token (shapes from the spec), and the token
+    mask of `windows` windows."""
+    feeds = REFINER.example_inputs(rng)
+    feeds["roi_mask"] = window_token_mask(windows)
+    return feeds
 
 
 def synthetic_scene(hw: tuple[int, int] = SCENE_HW, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
