@@ -186,6 +186,7 @@ async function openImage(name) {
   } catch (err) { showMessage(err.message); return; }
   showStatus(status);
   photo.src = `/api/images/${enc(name)}/image`;
+  const decoded = photo.decode();  // this src's pixels (naturalWidth lags behind a new src)
   while (status.state === "encoding") {
     await new Promise((resolve) => setTimeout(resolve, 200));
     if (seq !== state.openSeq) return;
@@ -193,7 +194,12 @@ async function openImage(name) {
     showStatus(status);
   }
   if (seq !== state.openSeq || status.state !== "ready") return;
-  await photoLoaded();
+  try {
+    await decoded;
+  } catch (_) {
+    if (seq === state.openSeq) showMessage("the browser cannot show this image");
+    return;
+  }
   if (seq !== state.openSeq) return;
   fitPhoto();
   state.width = status.width;
@@ -216,11 +222,6 @@ function fitPhoto() {
                        (stage.clientHeight - 20) / photo.naturalHeight);
   photo.style.width = `${Math.max(1, Math.floor(photo.naturalWidth * fit))}px`;
   photo.style.height = `${Math.max(1, Math.floor(photo.naturalHeight * fit))}px`;
-}
-
-function photoLoaded() {
-  if (photo.complete && photo.naturalWidth) return Promise.resolve();
-  return new Promise((resolve) => photo.addEventListener("load", resolve, {once: true}));
 }
 
 async function refreshBackground() {
