@@ -29,11 +29,14 @@ TWO_GB = 2**31  # protobuf's limit: larger models keep their weights in an exter
 def export_model(model: FocSAM, out_dir: str | Path, source: Source,
                  opset: int = DEFAULT_OPSET, simplify: bool = True,
                  on_graph: Callable[[str], None] | None = None,
-                 sam_compatible: bool = False) -> tuple[Manifest, list[GraphReport]]:
+                 sam_compatible: bool = False,
+                 external_data_from: int = TWO_GB) -> tuple[Manifest, list[GraphReport]]:
     """Write encoder.onnx, decoder.onnx, (FocSAM only) refiner.onnx and manifest.json.
 
     `sam_compatible` adds sam_encoder.onnx and sam_decoder.onnx (segment-anything's ONNX
-    interface, see export/sam_pair.py) and an X-AnyLabeling config for them.
+    interface, see export/sam_pair.py) and an X-AnyLabeling config for them. A graph whose
+    parameters take `external_data_from` bytes or more keeps them in `<graph>.onnx.data`
+    (protobuf's 2 GB limit; tests lower it to take that path on a tiny model).
 
     Every graph is checked against `model` in onnxruntime before it is kept (and again after
     simplification); a ParityError names the graph, output and difference. The files are made
@@ -46,7 +49,7 @@ def export_model(model: FocSAM, out_dir: str | Path, source: Source,
         for graph in graph_exports(model):
             if on_graph is not None:
                 on_graph(graph.spec.name)
-            reports.append(export_graph(graph, staging, opset, simplify))
+            reports.append(export_graph(graph, staging, opset, simplify, external_data_from))
         if sam_compatible:
             from focsam_onnx.export.sam_pair import export_sam_pair
             from focsam_onnx.export.xanylabeling import write_xanylabeling_config
@@ -60,10 +63,11 @@ def export_model(model: FocSAM, out_dir: str | Path, source: Source,
     return manifest, reports
 
 
-def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool) -> GraphReport:
+def export_graph(graph: GraphExport, out_dir: Path, opset: int, simplify: bool,
+                 external_data_from: int = TWO_GB) -> GraphReport:
     start = time.perf_counter()
     spec, path = graph.spec, out_dir / graph.spec.filename
-    large = _parameter_bytes(graph.exported) >= TWO_GB
+    large = _parameter_bytes(graph.exported) >= external_data_from
     notes = []
     if opset < graph.min_opset:
         notes.append(f"opset {graph.min_opset} (its operators need it), not {opset}")

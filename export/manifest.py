@@ -50,7 +50,9 @@ def file_entry(path: Path) -> FileEntry:
 def write_manifest(out_dir: Path, config: FocSAMConfig, reports: list[GraphReport],
                    opset: int, source: Source) -> Manifest:
     """Hash every graph file and write `out_dir/manifest.json`; returns the manifest."""
-    files = {name: file_entry(out_dir / name) for r in reports for name in r.files}
+    # dict.fromkeys: a weight file two graphs share (ViT-H's encoder.onnx.data) is hashed once.
+    names = dict.fromkeys(name for r in reports for name in r.files)
+    files = {name: file_entry(out_dir / name) for name in names}
     manifest = Manifest(
         model_id=model_id_of(files),
         variant=config.variant,

@@ -29,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir
 import torch
 import torch.nn.functional as F
 from onnx import helper, numpy_helper, version_converter
+from onnx_ir.passes.common import DeduplicateHashedInitializersPass, LiftConstantsToInitializersPass
 from torch import nn
 
 from focsam_onnx.config import IMAGE_SIZE
@@ -118,9 +120,9 @@ def _export_encoder(model: FocSAM, out_dir: Path, opset: int) -> GraphReport:
     # Preprocessing after the conversion: the 18 -> 17 adapters cannot convert every op.
     graph = _with_preprocessing(_at_opset(graph, opset), network_is_bgr(model))
     graph.ir_version = helper.find_min_ir_version_for(list(graph.opset_import))
-    onnx.checker.check_model(graph)
     path = out_dir / SAM_ENCODER.filename
     onnx.save(graph, str(path))
+    onnx.checker.check_model(str(path))  # by path: it reads external weights beside the file
     gen = torch.Generator().manual_seed(1)
     cases = [ParityCase(f"{h}x{w} image", (torch.rand(h, w, 3, generator=gen) * 255,))
              for h, w in ((1024, 768), (683, 1024))]
@@ -141,7 +143,7 @@ def _export_decoder(model: FocSAM, out_dir: Path, opset: int) -> GraphReport:
                           opset_version=opset, do_constant_folding=True,
                           input_names=SAM_DECODER.input_names,
                           output_names=SAM_DECODER.output_names, dynamic_axes=dynamic_axes)
-    graph = onnx.load(str(path))
+    graph = _without_duplicate_constants(onnx.load(str(path)))
     graph.ir_version = helper.find_min_ir_version_for(list(graph.opset_import))
     # The tracer leaves every axis of the resized `masks` symbolic; batch and token count are
     # always 1 and 4, which clients (and the spec check) read from the graph.
@@ -153,6 +155,19 @@ def _export_decoder(model: FocSAM, out_dir: Path, opset: int) -> GraphReport:
     onnx.save(graph, str(path))
     parity = check_parity(path, SAM_DECODER, module, cases)
     return _report(SAM_DECODER.name, path, parity, start, graph)
+
+
+def _without_duplicate_constants(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """One initializer per distinct constant tensor.
+
+    The TorchScript exporter writes a constant-folded value once per consumer: the grid's
+    positional encoding, flattened to (1, 4096, 256), came out three times (both transformer
+    layers and the final attention add it to the keys), 8 MB of copies in every variant.
+    """
+    model = onnx_ir.from_proto(graph)
+    LiftConstantsToInitializersPass()(model)
+    DeduplicateHashedInitializersPass()(model)
+    return onnx_ir.to_proto(model)
 
 
 def _decoder_cases() -> list[ParityCase]:
@@ -227,6 +242,14 @@ def _at_opset(graph: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def _report(name: str, path: Path, parity: dict[str, float], start: float,
             graph: onnx.ModelProto) -> GraphReport:
     opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    return GraphReport(name, [path.name], path.stat().st_size, parity,
+    files = [path.name, *_weight_files(graph)]
+    return GraphReport(name, files, sum((path.parent / f).stat().st_size for f in files), parity,
                        time.perf_counter() - start, False,
                        [f"opset {opset}, IR version {graph.ir_version}"])
+
+
+def _weight_files(graph: onnx.ModelProto) -> list[str]:
+    """The external data files the graph's initializers are stored in (ViT-H's encoder)."""
+    return sorted({entry.value for tensor in graph.graph.initializer
+                   if tensor.data_location == onnx.TensorProto.EXTERNAL
+                   for entry in tensor.external_data if entry.key == "location"})

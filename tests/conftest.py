@@ -114,3 +114,19 @@ def tiny_sam_pair_dir(tmp_path_factory) -> Path:
                                       "--opset", "17", "--sam-compatible", "--no-simplify"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="session")
+def external_data_sam_pair_dir(tmp_path_factory) -> Path:
+    """A random-init tiny plain-SAM export (opset 17, SAM-compatible pair) laid out as ViT-H's
+    is: every graph's weights in a `.data` file beside it (the 2 GB threshold lowered to 0)."""
+    from focsam_onnx.config import get_variant
+    from focsam_onnx.engine.manifest import Source
+    from focsam_onnx.export.exporter import export_model
+    from focsam_onnx.models.focsam import build_model
+
+    out = tmp_path_factory.mktemp("external_data_sam_pair") / "onnx"
+    model = build_model(get_variant("tiny").as_plain_sam(), seed=0)
+    export_model(model, out, Source("random-init", variant="tiny", seed=0), opset=17,
+                 simplify=False, sam_compatible=True, external_data_from=0)
+    return out

@@ -80,7 +80,10 @@ print(ort.__version__)
 """
 
 
-def test_pair_runs_in_onnxruntime_1_16(old_runtime_python, tiny_sam_pair_dir, tmp_path):
+@pytest.mark.parametrize("pair", ["tiny_sam_pair_dir", "external_data_sam_pair_dir"])
+def test_pair_runs_in_onnxruntime_1_16(old_runtime_python, pair, request, tmp_path):
+    """Also laid out as ViT-H is: the encoder's weights in encoder.onnx.data."""
+    model_dir = request.getfixturevalue(pair)
     rng = np.random.default_rng(0)
     inputs = {"input_image": (rng.random((683, 1024, 3)) * 255).astype(np.float32),
               "point_coords": np.array([[[300.0, 200.0], [0.0, 0.0]]], np.float32),
@@ -90,11 +93,11 @@ def test_pair_runs_in_onnxruntime_1_16(old_runtime_python, tiny_sam_pair_dir, tm
               "orig_im_size": np.array([480.0, 720.0], np.float32)}
     np.savez(tmp_path / "in.npz", **inputs)
     version = run_script(old_runtime_python, OLD_RUNTIME_SCRIPT,
-                         [tiny_sam_pair_dir, tmp_path / "in.npz", tmp_path / "out.npz"]).strip()
+                         [model_dir, tmp_path / "in.npz", tmp_path / "out.npz"]).strip()
     assert version.startswith("1.16."), version
     with np.load(tmp_path / "out.npz") as old:
         old = dict(old)
-    sessions = [ort.InferenceSession(str(tiny_sam_pair_dir / s.filename),
+    sessions = [ort.InferenceSession(str(model_dir / s.filename),
                                      providers=["CPUExecutionProvider"])
                 for s in (SAM_ENCODER, SAM_DECODER)]
     (emb,) = sessions[0].run(None, {"input_image": inputs["input_image"]})

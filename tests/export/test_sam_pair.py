@@ -1,18 +1,23 @@
 """The SAM-compatible pair: segment-anything's `SamOnnxModel` outputs, the encoder's in-graph
-preprocessing, the manifest's opset / IR per file, and the X-AnyLabeling config."""
+preprocessing, the manifest's opset / IR per file, the X-AnyLabeling config, and the file
+layout: one copy of each decoder constant, and weights kept outside the graph files (ViT-H)."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import yaml
+from onnx import numpy_helper
 
 from focsam_onnx.bench.baselines import export_sam_onnx_decoder
 from focsam_onnx.engine.graph_spec import ENCODER, SAM_DECODER, SAM_ENCODER
-from focsam_onnx.engine.preprocess import preprocess
+from focsam_onnx.engine.model_dir import read_manifest, verify_files
+from focsam_onnx.engine.preprocess import PIXEL_MEAN, PIXEL_STD, preprocess
 
 pytestmark = pytest.mark.parity
 
@@ -93,3 +98,37 @@ def test_xanylabeling_config_names_the_pair(tiny_sam_pair_dir):
         assert (tiny_sam_pair_dir / config[key]).is_file()  # relative to the config's folder
     assert (config["input_size"], config["max_width"], config["max_height"]) == (1024, 1024, 682)
     assert config["display_name"]
+
+
+def test_decoder_stores_each_constant_once(tiny_sam_pair_dir):
+    """The TorchScript exporter writes a folded constant once per consumer (the grid's
+    positional encoding came out three times, 8 MB of copies); the export keeps one of each."""
+    graph = onnx.load(str(tiny_sam_pair_dir / SAM_DECODER.filename))
+    tensors = [*graph.graph.initializer,
+               *(a.t for n in graph.graph.node if n.op_type == "Constant" for a in n.attribute)]
+    contents = Counter((t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes())
+                       for t in tensors if np.prod(t.dims) > 16)
+    assert contents and max(contents.values()) == 1
+
+
+def test_weights_outside_the_graph_files_are_shared(external_data_sam_pair_dir):
+    """Laid out as ViT-H is (weights in encoder.onnx.data), sam_encoder.onnx holds only the
+    graph and reads the native encoder's weights file, which the manifest lists once; its
+    embeddings are the native encoder's where the preprocessing coincides (1024 x 1024)."""
+    model_dir = external_data_sam_pair_dir
+    graph = onnx.load(str(model_dir / SAM_ENCODER.filename), load_external_data=False)
+    locations = {entry.value for t in graph.graph.initializer
+                 if t.data_location == onnx.TensorProto.EXTERNAL
+                 for entry in t.external_data if entry.key == "location"}
+    assert locations == {"encoder.onnx.data"}
+    manifest = read_manifest(model_dir)
+    verify_files(model_dir, manifest)
+    assert {"encoder.onnx.data", SAM_ENCODER.filename} <= set(manifest.files)
+    rgb = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3)).astype(np.float32)
+    network_input = ((rgb - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)[None]  # plain SAM: RGB
+    (native,) = _session(model_dir / ENCODER.filename).run(
+        None, {ENCODER.inputs[0].name: network_input.astype(np.float32)})
+    (sam,) = _session(model_dir / SAM_ENCODER.filename).run(
+        None, {SAM_ENCODER.inputs[0].name: rgb})
+    assert np.abs(native - sam).max() <= 1e-5
+    assert np.abs(native).max() > 1e-2
