@@ -119,7 +119,7 @@ class PDyReLU(nn.Module):
         return torch.maximum(pixel_act, channel_act)
 
 
-def _group_norm_one_group(x: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+def group_norm_one_group(x: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """GroupNorm(1, C) of each map of x (k, C, H, W) on its own (biased variance, norm's eps)."""
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     centred = x - mean
@@ -149,7 +149,7 @@ class MSAModule(nn.Module):
         attn = self.norm1(self.attn(tokens, tokens, tokens))
         attn = self.relu1(attn, self.cls_proj(cls))
         y = x + self.gamma1 * attn.transpose(1, 2).unflatten(2, (height, width))
-        z = torch.relu(_group_norm_one_group(self.conv2(y), self.norm2))
+        z = torch.relu(group_norm_one_group(self.conv2(y), self.norm2))
         # QUIRK (upstream): the second residual adds to the block input x, not to y.
         return x + self.gamma2 * z
 

@@ -11,10 +11,12 @@ from torch import nn
 from focsam_onnx.config import RefinerConfig
 from focsam_onnx.export.refiner_rewrites import (
     FoldedQueryAttention,
+    GatheredWindowsRefiner,
     PiecewiseLinearPixelBranch,
     rewrite_refiner,
+    window_token_table,
 )
-from focsam_onnx.models.refiner import FocusRefiner, RefinerAttention
+from focsam_onnx.models.refiner import FocusRefiner, RefineBlock, RefinerAttention, _partition
 
 
 def _random_(module: nn.Module, seed: int) -> nn.Module:
@@ -63,18 +65,55 @@ def test_pixel_branch_table_is_the_mlp_to_float64_precision():
     assert (got.double() - exact).abs().max() <= (float32.double() - exact).abs().max()
 
 
-def test_rewritten_refiner_matches_and_leaves_the_original_alone():
-    refiner = _random_(FocusRefiner(RefinerConfig(depth=2)), seed=3)
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_table_lists_the_tokens_the_reference_partitions(shifted):
+    block = RefineBlock(256, 8, 4.0, window_size=16, shifted=shifted, cls_scale=False)
+    flat_index = torch.arange(64 * 64, dtype=torch.float64).view(1, 1, 64, 64)
+    want = _partition(block._to_grid(flat_index), 16).flatten(1).long()  # (16, 256)
+    assert torch.equal(window_token_table(64, 64, 16, block.shift), want)
+
+
+def _refiner_inputs(batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    embeddings = torch.randn(batch, 256, 64, 64, generator=gen)
+    token = torch.randn(batch, 1, 256, generator=gen)
+    roi = torch.zeros(batch, 1, 64, 64)
+    roi[0, :, 10:40, 18:47] = 1.0
+    roi[-1, :, 58:, :5] = 1.0  # the shifted blocks' windows wrap around this corner
+    return embeddings, token, roi
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_rewritten_refiner_matches_and_leaves_the_original_alone(batch):
+    refiner = _random_(FocusRefiner(RefinerConfig(depth=3)), seed=3)
     before = {k: v.clone() for k, v in refiner.state_dict().items()}
     fast = rewrite_refiner(refiner)
-    gen = torch.Generator().manual_seed(4)
-    embeddings = torch.randn(1, 256, 64, 64, generator=gen)
-    token = torch.randn(1, 1, 256, generator=gen)
-    roi = torch.zeros(1, 1, 64, 64)
-    roi[..., 10:40, 18:47] = 1.0
+    assert isinstance(fast, GatheredWindowsRefiner)
+    embeddings, token, roi = _refiner_inputs(batch, seed=4)
     with torch.no_grad():
         want, got = refiner(embeddings, token, roi), fast(embeddings, token, roi)
+        untouched = refiner.embed_proj(embeddings)
     assert (got - want).abs().max() < 5e-4  # the golden README's refined-map tolerance
-    assert not torch.equal(got, embeddings)
+    assert not torch.equal(got, untouched)
     assert all(torch.equal(v, before[k]) for k, v in refiner.state_dict().items())
     assert type(refiner.blocks[0].img2cls.attn) is RefinerAttention
+
+
+def test_gathered_windows_move_data_only():
+    """Without the arithmetic rewrites, the gathered-windows refiner is the reference up to
+    rounding of layout-dependent kernels: far below the rewrites' own differences."""
+    refiner = _random_(FocusRefiner(RefinerConfig(depth=4)), seed=5)
+    gathered = GatheredWindowsRefiner(copy.deepcopy(refiner), 64, 64)
+    embeddings, token, roi = _refiner_inputs(2, seed=6)
+    with torch.no_grad():
+        want, got = refiner(embeddings, token, roi), gathered(embeddings, token, roi)
+    assert (got - want).abs().max() < 1e-4 * want.abs().max()
+
+
+def test_window_size_that_leaves_partial_windows_keeps_the_reference_blocks():
+    refiner = _random_(FocusRefiner(RefinerConfig(depth=2, window_size=14)), seed=7)
+    fast = rewrite_refiner(refiner)
+    assert isinstance(fast, FocusRefiner)
+    assert isinstance(fast.blocks[0].img2cls.attn, FoldedQueryAttention)
+    with pytest.raises(ValueError, match="partial 14x14 windows"):
+        GatheredWindowsRefiner(refiner, 64, 64)
