@@ -51,6 +51,25 @@ def export_focsam(variant: str, seed: int, out_dir: str) -> None:
     _quiet_exporters()
     export_model(build_model(get_variant(variant), seed=seed), out_dir,
                  export_source(variant, seed))
+    _add_precisions(out_dir)
+
+
+def _add_precisions(out_dir: str) -> None:
+    """Offer int8, and bf16 where the OpenVINO extra is installed, if their gates pass."""
+    from focsam_onnx.engine.encoder_runtime import MissingExtraError, import_openvino
+    from focsam_onnx.export.encoder_precision import add_encoder_precisions
+    from focsam_onnx.export.quality_gate import GateError
+
+    precisions = ["int8"]
+    try:
+        import_openvino()
+        precisions.append("bf16")
+    except MissingExtraError as err:
+        log.warning("bf16 not benchmarked: %s", err)
+    try:
+        add_encoder_precisions(out_dir, precisions)
+    except GateError as err:  # the passing ones are offered; the bench reports what is
+        log.warning("%s", err)
 
 
 def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:

@@ -27,7 +27,9 @@ def in_subprocess(fn: Callable, *args: Any) -> Any:
     """Run `fn(*args)` in a fresh (spawned) Python process and return its result."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(sender, fn, args), daemon=True)
+    # Not daemonic: a stage may start processes of its own (the precision stage measures each
+    # encoder's peak memory in a fresh one); the parent joins it either way.
+    proc = ctx.Process(target=_child, args=(sender, fn, args), daemon=False)
     proc.start()
     sender.close()
     try:

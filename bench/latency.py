@@ -65,6 +65,7 @@ class StageGroup:
 # In the order they run; a new group (another graph, precision or server) is one more row.
 STAGE_GROUPS = (
     StageGroup("encoder + preprocess", stages.encoder_stages, "stages"),
+    StageGroup("encoder precisions", stages.encoder_precision_stages, "stages"),
     StageGroup("decoder", stages.decoder_stages, "stages"),
     StageGroup("refiner", stages.refiner_stages, "stages"),
     StageGroup("20-click session", stages.session_stages, "stages"),

@@ -78,6 +78,32 @@ def encoder_stages(s: Settings) -> dict:
     return out
 
 
+def encoder_precision_stages(s: Settings) -> dict:
+    """Every encoder precision the export offers, timed in alternation on the same input (a
+    busy machine slows all alike); each one's peak memory in a fresh process; its quality-gate
+    figures from the manifest next to them."""
+    import dataclasses
+
+    from focsam_onnx.bench.encoder_precision import peak_mb
+    from focsam_onnx.engine.encoder_runtime import open_encoder
+    from focsam_onnx.engine.model_dir import read_manifest
+
+    model_dir = Path(s.model_dir)
+    offered = read_manifest(model_dir).encoder_precisions
+    encoders = {p: open_encoder(model_dir, p, s.threads) for p in offered}
+    x = np.random.default_rng(s.seed).standard_normal(ENCODER.inputs[0].shape, np.float32)
+    times = interleaved([lambda e=e: e.run(x) for e in encoders.values()], s.warmup, s.repeats)
+    fp32 = times[list(offered).index("fp32")]
+    out = {}
+    for (precision, entry), seconds in zip(offered.items(), times, strict=True):
+        gate = None if entry.gate is None else dataclasses.asdict(entry.gate)
+        out[f"encoder_{precision}"] = {
+            **summarize(seconds), "peak_mb": peak_mb(model_dir, precision, s.threads),
+            "runtime": entry.runtime, "interleaved_vs_fp32": median_ratio(seconds, fp32),
+            "gate": gate}
+    return out
+
+
 def decoder_stages(s: Settings) -> dict:
     session, rng = _graph_session(s, DECODER), np.random.default_rng(s.seed)
     out = {}

@@ -249,6 +249,28 @@ def _figures(node, where: str = ""):
         yield where, node
 
 
+def test_precision_stage_times_every_precision_the_export_offers(tiny_model_dir, tmp_path):
+    from focsam_onnx.bench.stages import Settings, encoder_precision_stages
+    from focsam_onnx.export.encoder_precision import add_encoder_precisions
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    add_encoder_precisions(model, ["int8"], clicks=2, threads=2)
+    got = isolated.in_subprocess(encoder_precision_stages, Settings(str(model), "tiny", 2, 0, 2))
+
+    assert set(got) == {"encoder_fp32", "encoder_int8"}
+    assert got["encoder_fp32"]["interleaved_vs_fp32"] == 1.0
+    assert got["encoder_fp32"]["gate"] is None
+    int8 = got["encoder_int8"]
+    assert int8["runtime"] == "onnxruntime" and int8["n"] == 2 and int8["peak_mb"] > 0
+    recorded = read_manifest(model).encoder_precisions["int8"].gate
+    assert int8["gate"]["min_cosine"] == recorded.min_cosine
+    assert int8["gate"]["mean_mask_iou"] == recorded.mean_mask_iou
+    assert report.precision_ratios(got) == {"encoder_int8_vs_fp32": int8["interleaved_vs_fp32"]}
+    rows = "\n".join(report._precision_rows(got))
+    assert "| int8 | onnxruntime |" in rows and f"{recorded.min_cosine:.6f}" in rows
+
+
 def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
     out, cache = tmp_path / "bench.json", tmp_path / "cache"
     proc = subprocess.run(
@@ -260,8 +282,8 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
     assert "| decoder_5_clicks |" in proc.stdout
     data = json.loads(out.read_text())
 
-    stages = {"preprocess", "encoder", "session_open_image", "session_reopen_disk_cache",
-              "session_interaction_per_click"}
+    stages = {"preprocess", "encoder", "encoder_fp32", "session_open_image",
+              "session_reopen_disk_cache", "session_interaction_per_click"}
     stages |= {f"decoder_{n}_click" + ("s" if n > 1 else "") for n in cases.DECODER_CLICKS}
     stages |= {f"refiner_{k}_window" + ("s" if k > 1 else "") for k in cases.REFINER_WINDOWS}
     stages |= {f"decoder_to_image_{n}_click" + ("s" if n > 1 else "")
