@@ -524,6 +524,9 @@ def serve(
                                                   "cores; more are capped to them)."),
     prefetch: int = typer.Option(3, help="Images after the opened one to pre-encode in the "
                                          "background (0: none)."),
+    encoder_precision: str = typer.Option(
+        "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it; the "
+                     "background encoder uses the same."),
     token: str | None = typer.Option(None, help="Require this token (default: generated "
                                                 "for a non-loopback --host)."),
     max_upload_mb: int = typer.Option(50, help="Largest accepted upload, in MB."),
@@ -543,7 +546,8 @@ def serve(
     images = images if images is not None else out / "images"
     images.mkdir(parents=True, exist_ok=True)
     settings = LabellerSettings(model=model, images=images, out=out, cache_dir=cache_dir,
-                                threads=threads, prefetch=max(0, prefetch),
+                                threads=threads, encoder_precision=encoder_precision,
+                                prefetch=max(0, prefetch),
                                 max_upload_bytes=max_upload_mb << 20)
     try:
         run_server(settings, host, port, token,

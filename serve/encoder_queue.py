@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 LOWEST_PRIORITY = 19
 
 
-def _worker(model_dir: str, cache_dir: str, threads: int, jobs, results) -> None:
+def _worker(model_dir: str, cache_dir: str, threads: int, precision: str, jobs,
+            results) -> None:
     """The child process: encode each path it is sent into the disk cache; exit with the parent
     (even one that was killed, which cannot stop its children)."""
     os.nice(LOWEST_PRIORITY)
@@ -32,7 +33,7 @@ def _worker(model_dir: str, cache_dir: str, threads: int, jobs, results) -> None
     from focsam_onnx.engine.runtime import FocSAMEngine
 
     engine = FocSAMEngine.open(model_dir, threads=threads, cache_dir=cache_dir,
-                               max_cached_images=1)
+                               max_cached_images=1, encoder_precision=precision)
     results.put(("ready", "", 0.0))
     while True:
         try:
@@ -56,9 +57,9 @@ def _worker(model_dir: str, cache_dir: str, threads: int, jobs, results) -> None
 class EncoderQueue:
     """One background encoder process fed one path at a time."""
 
-    def __init__(self, model_dir: Path, cache_dir: Path, threads: int,
+    def __init__(self, model_dir: Path, cache_dir: Path, threads: int, precision: str = "fp32",
                  on_encoded: Callable[[Path, float], None] = lambda path, seconds: None):
-        self._args = (str(model_dir), str(cache_dir), threads)
+        self._args = (str(model_dir), str(cache_dir), threads, precision)
         self._on_encoded = on_encoded
         self._cond = threading.Condition()
         self._pending: list[Path] = []

@@ -41,6 +41,7 @@ class LabellerSettings:
     out: Path
     cache_dir: Path | None = None
     threads: int | None = None
+    encoder_precision: str = "fp32"  # one the export offers (export --encoder-precision)
     prefetch: int = 3  # images after the opened one to pre-encode; 0: none
     max_upload_bytes: int = 50 << 20
     refine_at: int | None = 1
@@ -88,13 +89,14 @@ class Labeller:
             # The background encoder hands its results over through a disk cache.
             self._temp_cache = cache_dir = Path(tempfile.mkdtemp(prefix="focsam-serve-cache-"))
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
-                                        cache_dir=cache_dir)
+                                        cache_dir=cache_dir,
+                                        encoder_precision=settings.encoder_precision)
         if settings.refine_at is not None and not self.engine.model.has_refiner:
             self.refine_at = None  # a plain-SAM export: SAM's protocol on the same page
         else:
             self.refine_at = settings.refine_at
         self.queue = (EncoderQueue(settings.model, cache_dir, self.engine.model.threads,
-                                   self._record_encode)
+                                   settings.encoder_precision, self._record_encode)
                       if settings.prefetch > 0 else None)
         self._encode_lock = threading.Lock()
         self._click_lock = threading.Lock()

@@ -293,3 +293,42 @@ def test_background_encoding_fills_the_cache(tiny_model_dir, images_dir, out, tm
             assert open_ready(client, name)["from_cache"] is True
         labeller = client.app.state.labeller
         assert labeller.engine.encoder_runs == 1  # only the opened image, in the foreground
+
+
+@pytest.fixture(scope="module")
+def int8_model_dir(tiny_model_dir, tmp_path_factory):
+    import shutil
+
+    from focsam_onnx.export.encoder_precision import add_encoder_precisions
+
+    model = tmp_path_factory.mktemp("int8") / "model"
+    shutil.copytree(tiny_model_dir, model)
+    add_encoder_precisions(model, ["int8"], clicks=2, threads=1)
+    return model
+
+
+def test_reduced_precision_serves_the_page_and_the_background_encoder(int8_model_dir,
+                                                                      images_dir, out, tmp_path):
+    cache = tmp_path / "cache"
+    with serving(int8_model_dir, images_dir, out, prefetch=1, cache_dir=cache,
+                 encoder_precision="int8") as client:
+        labeller = client.app.state.labeller
+        assert labeller.engine.model.encoder_precision == "int8"
+        open_ready(client, "a_shapes.png")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            background = client.get("/api/images/a_shapes.png/status").json()["background"]
+            if background["encoded"] == 1 and background["running"] is None:
+                break
+            time.sleep(0.1)
+        # The background encoder used int8 too: its embedding is what the page's engine finds.
+        assert open_ready(client, "b_flipped.png")["from_cache"] is True
+        session = client.post("/api/sessions", json={"image": "b_flipped.png"}).json()
+        events = click(client, session["session_id"], 170, 125)
+        assert [e["event"] for e in events] == ["final", "saved"]
+
+
+def test_a_precision_the_export_does_not_offer_is_refused(tiny_model_dir, images_dir, out):
+    with pytest.raises(ValueError, match="int8"):
+        with serving(tiny_model_dir, images_dir, out, encoder_precision="int8"):
+            pass
