@@ -10,6 +10,7 @@ from torch import nn
 from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import DECODER, ENCODER, REFINER, GraphSpec, TensorSpec
 from focsam_onnx.export.custom_ops import DEFORM_CONV_OPSET
+from focsam_onnx.export.decoder_rewrites import rewrite_decoder
 from focsam_onnx.export.parity import ParityCase
 from focsam_onnx.export.refiner_rewrites import rewrite_refiner
 from focsam_onnx.models.focsam import FocSAM
@@ -48,10 +49,10 @@ class DecoderGraph(nn.Module):
     positional encoding is a constant of the graph.
     """
 
-    def __init__(self, model: FocSAM):
+    def __init__(self, model: FocSAM, decode_head: nn.Module | None = None):
         super().__init__()
         self.neck = model.neck
-        self.decode_head = model.decode_head
+        self.decode_head = model.decode_head if decode_head is None else decode_head
         with torch.no_grad():
             self.register_buffer("grid_pe", model.neck.grid_pe().clone(), persistent=False)
 
@@ -123,7 +124,9 @@ def _decoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
         ParityCase("box, no mask", (embeddings, *_box_points(0, gen), logits, no)),
         ParityCase("box + 2 clicks, mask", (embeddings, *_box_points(2, gen), logits, yes)),
     ]
-    return GraphExport(DECODER, DecoderGraph(model).eval(), cases[1].inputs, cases)
+    traced = DecoderGraph(model, rewrite_decoder(model.decode_head)).eval()
+    return GraphExport(DECODER, DecoderGraph(model).eval(), cases[1].inputs, cases,
+                       traced=traced)
 
 
 def _token_mask(rows: slice, cols: slice) -> torch.Tensor:
