@@ -26,14 +26,15 @@ from focsam_onnx.engine.resize import (
     resize_with_tables,
 )
 
-# The exact kernel's result differs from the composed product by at most ~8 float32 roundings
-# of values bounded by the largest |logit| (< 2**-20 of it); 2**-16 leaves a 16x margin.
+# The exact kernel's result and the composed sum differ by about a dozen float32 roundings of
+# values bounded by the largest |logit| (< 2**-20 of it); 2**-16 leaves a 16x margin.
 SIGN_MARGIN = 2.0**-16
-# Covers subnormal results (and a BLAS that flushes them to zero): absolute, not relative.
+# Rounding of subnormal results is absolute, not relative: this covers it.
 ABSOLUTE_MARGIN = 2.0**-120
 # Beyond this the products might overflow: such logits take the exact kernel.
 LARGEST_LOGIT = 2.0**100
 MASK_BAND_ROWS = 128  # output rows per pass: float32 temporaries of 128 x W
+TAPS = 3  # low-res cells per axis that one output pixel reads
 
 
 def as_low_res_grid(low_res: np.ndarray) -> np.ndarray:
@@ -94,9 +95,6 @@ class ComposedAxis(NamedTuple):
 
     first: np.ndarray  # (n,) intp: the first of a pixel's cells
     weights: np.ndarray  # (TAPS, n) float32: the weights of cells first, first + 1, ...
-
-
-TAPS = 3
 
 
 @functools.lru_cache(maxsize=32)

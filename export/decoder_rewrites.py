@@ -49,7 +49,7 @@ class ImageCrossAttention(nn.Module):
         super().__init__()
         self.attn, self.tokens_query, self.fold_max_tokens = attn, tokens_query, fold_max_tokens
         h = attn.num_heads
-        # Per-head (h, d, C) views of the image-side projections, (h, d, 1) of their biases.
+        # Per-head (h, d, C) views of the image-side projection weights.
         image_side = (attn.k_proj, attn.v_proj) if tokens_query else (attn.q_proj,)
         for name, proj in zip(("w_a", "w_b"), image_side):
             self.register_buffer(name, proj.weight.detach().unflatten(0, (h, -1)).clone())
