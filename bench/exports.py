@@ -98,37 +98,45 @@ def export_sam_decoder(out_dir: str, seed: int, orig_hw: tuple[int, int] = (1024
     return str(cached_sam_onnx_decoder(out_dir, seed, orig_hw, single_mask))
 
 
-def export_reference_refiner(variant: str, seed: int, out_dir: str) -> None:
-    """The refiner graph as written in models/ (not rewritten), for the refine-click ratio."""
+REFERENCE_GRAPHS = ("decoder", "refiner")
+
+
+def export_reference_graphs(variant: str, seed: int, out_dir: str) -> None:
+    """The decoder and refiner graphs as written in models/ (before their exact rewrites), for
+    the refine-click ratio against today's click."""
     from focsam_onnx.config import get_variant
     from focsam_onnx.export.exporter import DEFAULT_OPSET, export_graph
-    from focsam_onnx.export.wrappers import refiner_export
+    from focsam_onnx.export.wrappers import decoder_export, refiner_export
     from focsam_onnx.models.focsam import build_model
 
     _quiet_exporters()
     model = build_model(get_variant(variant), seed=seed)
     del model.backbone  # never exported here
-    export_graph(refiner_export(model, rewrite=False), Path(out_dir), DEFAULT_OPSET, True)
+    for graph in (decoder_export(model, rewrite=False), refiner_export(model, rewrite=False)):
+        export_graph(graph, Path(out_dir), DEFAULT_OPSET, True)
 
 
-def reference_refiner(cache_dir: Path, variant: str, seed: int) -> Path:
-    """`cache_dir/<variant>-seed<seed>-reference-refiner/refiner.onnx`, exported unless a
-    record says it was made from this variant, seed and code. Random weights of the variant
-    serve any model of it: the refiner's cost does not depend on the weights' values."""
-    out_dir = cache_dir / f"{variant}-seed{seed}-reference-refiner"
-    path, record = out_dir / "refiner.onnx", out_dir / "source.json"
-    source = dataclasses.asdict(export_source(variant, seed))
+def reference_graphs(cache_dir: Path, variant: str, seed: int) -> Path:
+    """`cache_dir/<variant>-seed<seed>-reference/` holding the unrewritten decoder.onnx and
+    refiner.onnx, exported unless a record says they were made from this variant, seed and
+    code. Random weights of the variant serve any model of it: the graphs' cost does not
+    depend on the weights' values."""
+    out_dir = cache_dir / f"{variant}-seed{seed}-reference"
+    record = out_dir / "source.json"
+    source = {**dataclasses.asdict(export_source(variant, seed)), "graphs": REFERENCE_GRAPHS}
     try:
-        if path.is_file() and json.loads(record.read_text()) == source:
-            return path
+        if (all((out_dir / f"{name}.onnx").is_file() for name in REFERENCE_GRAPHS)
+                and json.loads(record.read_text()) == json.loads(json.dumps(source))):
+            return out_dir
     except (OSError, ValueError):
         pass
     out_dir.mkdir(parents=True, exist_ok=True)
     record.unlink(missing_ok=True)
-    log.info("exporting the unrewritten %s refiner to %s (first use)", variant, out_dir)
-    isolated.in_subprocess(export_reference_refiner, variant, seed, str(out_dir))
+    log.info("exporting the unrewritten %s decoder and refiner to %s (first use)", variant,
+             out_dir)
+    isolated.in_subprocess(export_reference_graphs, variant, seed, str(out_dir))
     record.write_text(json.dumps(source) + "\n")
-    return path
+    return out_dir
 
 
 def export_simpleclick_proxy(out_dir: str, depth: int, seed: int) -> str:

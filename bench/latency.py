@@ -46,7 +46,7 @@ class Baselines:
 
     sam_decoder: str  # 4 masks at orig_im_size 1024x1024 (segment-anything's default export)
     sam_single_mask: str  # return_single_mask=True at orig_im_size SCENE_HW
-    reference_refiner: str  # our refiner as written in models/, not rewritten
+    reference: str  # folder of our decoder and refiner as written in models/, not rewritten
     proxy: str
     proxy_depth: int
 
@@ -69,8 +69,8 @@ STAGE_GROUPS = (
     StageGroup("decoder", stages.decoder_stages, "stages"),
     StageGroup("refiner", stages.refiner_stages, "stages"),
     StageGroup("20-click session", stages.session_stages, "stages"),
-    StageGroup("refine click vs the unrewritten refiner", stages.refine_click_stages, "stages",
-               lambda b: (b.reference_refiner,)),
+    StageGroup("refine click vs the unrewritten graphs", stages.refine_click_stages, "stages",
+               lambda b: (b.reference,)),
     StageGroup("decoder to the image vs segment-anything's single-mask decoder",
                stages.decoder_to_image_stages, "stages", lambda b: (b.sam_single_mask,)),
     StageGroup("segment-anything ONNX decoder", stages.sam_decoder_stages, "baselines",
@@ -141,7 +141,7 @@ def _baselines(args: argparse.Namespace, variant: str, seed: int) -> Baselines:
     sam_single = in_subprocess(exports.export_sam_decoder,
                                str(cache / f"sam_onnx_decoder_single-{height}x{width}"), seed,
                                SCENE_HW, True)
-    reference = exports.reference_refiner(cache, variant, seed)
+    reference = exports.reference_graphs(cache, variant, seed)
     proxy = in_subprocess(exports.export_simpleclick_proxy,
                           str(cache / f"simpleclick_proxy-depth{depth}"), depth, seed)
     return Baselines(sam_decoder, sam_single, str(reference), proxy, depth)

@@ -47,8 +47,9 @@ NOTES = (
     "timed in alternation on the same feeds (no thread spinning), median of per-pair ratios = "
     "decoder_vs_sam_onnx_decoder (mean over click counts).",
     "refine_click_*: coarse decode + refiner + decode on the refined embeddings (graphs only), "
-    "with our refiner and, in alternation, the refiner exported as written in models/ (before "
-    "its exact rewrites): *_vs_reference is the median of per-pair ratios.",
+    "with our graphs and, in alternation, the decoder and refiner exported as written in "
+    "models/ (today's graphs before their exact rewrites): *_vs_reference is the median of "
+    "per-pair ratios.",
     "sam_onnx_decoder: segment-anything's default export (4 masks upsampled to orig_im_size "
     "1024x1024 in-graph); ours returns one 256x256 logit map (decoder_graph_vs_*: graph only; "
     "*_interleaved: timed back to back).",

@@ -228,25 +228,28 @@ def _pair_entry(times: list[float], other: list[float], other_name: str) -> dict
             f"interleaved_vs_{other_name}": median_ratio(times, other)}
 
 
-def refine_click_stages(s: Settings, reference_refiner: str) -> dict:
+def refine_click_stages(s: Settings, reference: str) -> dict:
     """The refine click (coarse decode + refiner + decode on the refined embeddings) with our
-    refiner graph and, interleaved with it, the same click with the unrewritten refiner."""
+    graphs and, interleaved with it, the same click with today's graphs before their exact
+    rewrites (the decoder and refiner as written in models/, in `reference`)."""
     from focsam_onnx.engine.model_dir import graph_session
 
-    decoder, ours = _graph_session(s, DECODER), _graph_session(s, REFINER)
-    reference = graph_session(Path(reference_refiner), REFINER, s.threads)
+    ours = _graph_session(s, DECODER), _graph_session(s, REFINER)
+    before = tuple(graph_session(Path(reference) / spec.filename, spec, s.threads)
+                   for spec in (DECODER, REFINER))
     rng, out = np.random.default_rng(s.seed), {}
     embeddings_name = DECODER.input_names[0]
     for k in REFINE_CLICK_WINDOWS:
         decoder_in, refiner_in = decoder_feeds(5, rng), refiner_feeds(k, rng)
 
-        def click(refiner, d=decoder_in, r=refiner_in) -> None:
+        def click(graphs, d=decoder_in, r=refiner_in) -> None:
+            decoder, refiner = graphs
             decoder.run(None, d)
             (refined,) = refiner.run(None, r)
             decoder.run(None, {**d, embeddings_name: refined})
 
         system_info.reset_peak_rss()
-        times = interleaved([lambda: click(ours), lambda: click(reference)], s.warmup, s.repeats)
+        times = interleaved([lambda: click(ours), lambda: click(before)], s.warmup, s.repeats)
         out[refiner_key("refine_click", k)] = _pair_entry(*times, "reference")
     return out
 

@@ -77,7 +77,7 @@ class RefinerGraph(nn.Module):
 def graph_exports(model: FocSAM) -> list[GraphExport]:
     """The graphs of `model`: encoder, decoder and, unless plain SAM, the refiner (rewritten)."""
     gen = torch.Generator().manual_seed(0)
-    graphs = [_encoder(model, gen), _decoder(model, gen)]
+    graphs = [_encoder(model, gen), decoder_export(model, gen=gen)]
     if model.refine_head is not None:
         graphs.append(refiner_export(model, gen=gen))
     return graphs
@@ -111,7 +111,11 @@ def _box_points(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tenso
             torch.cat([labels[:, :n], torch.tensor([[2.0, 3.0]])], 1))
 
 
-def _decoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
+def decoder_export(model: FocSAM, rewrite: bool = True,
+                   gen: torch.Generator | None = None) -> GraphExport:
+    """The decoder graph, checked against `model`'s decoder as written in models/; exported as
+    its exact rewrite (`decoder_rewrites.py`) unless `rewrite` is False (for comparisons)."""
+    gen = gen if gen is not None else torch.Generator().manual_seed(0)
     embeddings_spec, _, _, mask_spec, _ = DECODER.inputs
     embeddings = _random(embeddings_spec, gen)
     logits = _random(mask_spec, gen, scale=4.0)
@@ -124,7 +128,7 @@ def _decoder(model: FocSAM, gen: torch.Generator) -> GraphExport:
         ParityCase("box, no mask", (embeddings, *_box_points(0, gen), logits, no)),
         ParityCase("box + 2 clicks, mask", (embeddings, *_box_points(2, gen), logits, yes)),
     ]
-    traced = DecoderGraph(model, rewrite_decoder(model.decode_head)).eval()
+    traced = DecoderGraph(model, rewrite_decoder(model.decode_head)).eval() if rewrite else None
     return GraphExport(DECODER, DecoderGraph(model).eval(), cases[1].inputs, cases,
                        traced=traced)
 

@@ -154,20 +154,23 @@ def test_cache_rejects_a_truncated_graph(tiny_model_dir, tmp_path, monkeypatch):
     assert calls == [("tiny", 0, str(tmp_path / "tiny-seed0"))]
 
 
-def test_reference_refiner_is_exported_once_per_variant_seed_and_code(tmp_path, monkeypatch):
+def test_reference_graphs_are_exported_once_per_variant_seed_and_code(tmp_path, monkeypatch):
     calls = []
 
     def fake_export(fn, variant, seed, out_dir):
         calls.append((variant, seed))
-        (Path(out_dir) / "refiner.onnx").write_bytes(b"graph")
+        for name in exports.REFERENCE_GRAPHS:
+            (Path(out_dir) / f"{name}.onnx").write_bytes(b"graph")
 
     monkeypatch.setattr(isolated, "in_subprocess", fake_export)
-    path = exports.reference_refiner(tmp_path, "tiny", 0)
-    assert path == tmp_path / "tiny-seed0-reference-refiner" / "refiner.onnx"
-    assert exports.reference_refiner(tmp_path, "tiny", 0) == path
+    path = exports.reference_graphs(tmp_path, "tiny", 0)
+    assert path == tmp_path / "tiny-seed0-reference"
+    assert exports.reference_graphs(tmp_path, "tiny", 0) == path
     assert calls == [("tiny", 0)]
-    exports.reference_refiner(tmp_path, "tiny", 1)
-    assert calls == [("tiny", 0), ("tiny", 1)]
+    (path / "decoder.onnx").unlink()  # an incomplete folder is made again
+    exports.reference_graphs(tmp_path, "tiny", 0)
+    exports.reference_graphs(tmp_path, "tiny", 1)
+    assert calls == [("tiny", 0), ("tiny", 0), ("tiny", 1)]
 
 
 @pytest.mark.parity
