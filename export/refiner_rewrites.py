@@ -133,7 +133,7 @@ class GatheredWindowsRefiner(nn.Module):
         if height % ws or width % ws:
             raise ValueError(f"a {height}x{width} map has partial {ws}x{ws} windows")
         self.embed_proj, self.token_proj = refiner.embed_proj, refiner.token_proj
-        self.blocks: list[RefineBlock] = refiner.blocks
+        self.blocks = refiner.blocks
         self.height, self.width, self.window_size = height, width, ws
         for shift in {block.shift for block in refiner.blocks}:
             self.register_buffer(f"table_{shift}", window_token_table(height, width, ws, shift))
@@ -165,6 +165,9 @@ class GatheredWindowsRefiner(nn.Module):
                 roi_mask: torch.Tensor) -> torch.Tensor:
         """As `FocusRefiner.forward`, for (B, C, height, width) embeddings."""
         b, c, h, w = image_embeddings.shape
+        if (h, w) != (self.height, self.width):  # the window tables are for this grid only
+            raise ValueError(f"image_embeddings must be (B, {c}, {self.height}, {self.width}), "
+                             f"got {tuple(image_embeddings.shape)}")
         # embed_proj (a 1x1 conv) as a matrix product on the tokens: token-major output direct.
         weight = self.embed_proj.weight.view(c, c)
         tokens = image_embeddings.flatten(2).transpose(1, 2).reshape(b * h * w, c)

@@ -117,3 +117,6 @@ def test_window_size_that_leaves_partial_windows_keeps_the_reference_blocks():
     assert isinstance(fast.blocks[0].img2cls.attn, FoldedQueryAttention)
     with pytest.raises(ValueError, match="partial 14x14 windows"):
         GatheredWindowsRefiner(refiner, 64, 64)
+    gathered = GatheredWindowsRefiner(FocusRefiner(RefinerConfig(depth=1)), 64, 64)
+    with pytest.raises(ValueError, match=r"\(B, 256, 64, 64\)"):
+        gathered(torch.zeros(1, 256, 32, 32), torch.zeros(1, 1, 256), torch.zeros(1, 1, 32, 32))
