@@ -28,9 +28,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Unwrapped, so lines with long paths stay whole and greppable (tables still fit the width).
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 
 _verbose = False  # set by the --verbose option
 CLICK_RE = re.compile(r"^\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*([+\-01])\s*$")
@@ -553,7 +552,7 @@ def serve(
     try:
         run_server(settings, host, port, token,
                    announce=lambda url: console.print(f"labelling {images} into {out}; open {url}",
-                                                      highlight=False))
+                                                      soft_wrap=True, highlight=False))
     except ValueError as err:
         fail(str(err))
 
@@ -573,9 +572,10 @@ def weights_list():
         size = f"{entry.size:,} bytes" if entry.size is not None else "size not published"
         console.print(f"[bold]{entry.name}[/bold]  {entry.description}, {size}", highlight=False)
         if entry.url is None:
-            console.print(f"  by hand: {entry.by_hand}", highlight=False)
+            console.print(f"  by hand: {entry.by_hand}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"  {entry.url}\n  sha256 {entry.sha256}", highlight=False)
+            console.print(f"  {entry.url}\n  sha256 {entry.sha256}", highlight=False,
+                          soft_wrap=True)
 
 
 @weights_app.command("fetch")
@@ -625,7 +625,7 @@ def weights_fetch(
     except (ValueError, DownloadError) as err:
         fail(str(err))
     console.print(f"{path}: sha256 verified; next: focsam-onnx export --ckpt {path} "
-                  f"--out exported/{Path(filename).stem}", highlight=False)
+                  f"--out exported/{Path(filename).stem}", highlight=False, soft_wrap=True)
 
 
 def _write_png(path: Path, array, cv2) -> None:
