@@ -265,8 +265,9 @@ def segment(
         results += [session.click(x, y, positive)
                     for x, y, positive in progress.track(parsed, description="clicks")]
     how = "from cache" if encoded.from_cache else "encoder"
+    # Unwrapped: a long image path must not split the status (scripts grep "from cache").
     console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, {encoder_precision} embeddings {how} "
-                  f"in {encoded.seconds * 1000:.0f} ms")
+                  f"in {encoded.seconds * 1000:.0f} ms", soft_wrap=True, highlight=False)
     prompts = ([f"box {box.strip()}"] if parsed_box is not None else []) + [
         f"click {x},{y},{'+' if positive else '-'}" for x, y, positive in parsed]
     console.print(prompt_table(prompts, results))
