@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import click
 import typer
@@ -21,6 +21,10 @@ from rich.text import Text
 
 from focsam_onnx import __version__
 from focsam_onnx.config import VARIANT_NAMES
+from focsam_onnx.errors import FocSAMError, InvalidInput
+
+if TYPE_CHECKING:
+    from focsam_onnx.engine.prompts import Box, Click, Prompt
 
 app = typer.Typer(
     help="FocSAM interactive segmentation on CPU: export ONNX graphs, segment, evaluate, bench.",
@@ -67,14 +71,15 @@ def quiet_exporter() -> None:
     warnings.filterwarnings("ignore", message="# The axis name")
 
 
-def fail(message: str) -> NoReturn:
-    """Print `message` as one `error:` line on stderr and exit with status 2."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `message` as one `error:` line on stderr and exit with `code`."""
     errors.print(Text("error: ", style="bold red") + Text(message), highlight=False)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 def one_line_errors(command: Command) -> Command:
-    """Turn any error of `command` into one line saying what is wrong (the traceback with -v)."""
+    """Turn any error of `command` into one line and an exit code (the traceback with -v):
+    our errors carry their advice and their code, anything else is a bug (exit 1)."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -85,19 +90,20 @@ def one_line_errors(command: Command) -> Command:
         except Exception as err:
             if _verbose:
                 traceback.print_exc()
-            fail(describe_error(err))
+            fail(*describe_error(err))
 
     return run  # type: ignore[return-value]
 
 
-def describe_error(err: Exception) -> str:
-    """One line for `err`: our errors carry their advice; others are named as unexpected."""
+def describe_error(err: Exception) -> tuple[str, int]:
+    """One line and an exit code for `err`: ours and the file system's say what to do; anything
+    else is named as unexpected."""
+    if isinstance(err, FocSAMError) and str(err):
+        return str(err).splitlines()[0], err.exit_code
     if isinstance(err, OSError) and err.strerror:
         where = f": {err.filename}" if err.filename else ""
-        return f"{err.strerror}{where}"
-    if isinstance(err, ValueError) and str(err):
-        return str(err).splitlines()[0]
-    return f"unexpected {type(err).__name__}: {err} (run with -v for the traceback)"
+        return f"{err.strerror}{where}", 2
+    return f"unexpected {type(err).__name__}: {err} (run with -v for the traceback)", 1
 
 
 @app.command()
@@ -178,32 +184,45 @@ def export(
     console.print(f"model id {manifest.model_id[:16]}, written to {out}")
 
 
-def parse_clicks(text: str) -> list[tuple[int, int, bool]]:
-    """"X,Y,+;X,Y,-" -> [(x, y, positive)]; labels + / - or 1 / 0, original image pixels."""
+def parse_clicks(text: str) -> list[Click]:
+    """"X,Y,+;X,Y,-" -> clicks in order; labels + / - or 1 / 0, original image pixels."""
+    from focsam_onnx.engine.prompts import Click
+
     clicks = []
     for i, part in enumerate(p for p in text.split(";") if p.strip()):
         match = CLICK_RE.match(part)
         if match is None:
-            raise ValueError(f"click {i + 1} {part.strip()!r} is not X,Y,LABEL "
-                             "(e.g. '120,45,+'; label + or 1 positive, - or 0 negative)")
+            raise InvalidInput(f"click {i + 1} {part.strip()!r} is not X,Y,LABEL "
+                               "(e.g. '120,45,+'; label + or 1 positive, - or 0 negative)")
         x, y, label = match.groups()
-        clicks.append((int(x), int(y), label in "+1"))
+        clicks.append(Click(int(x), int(y), label in "+1"))
     if not clicks:
-        raise ValueError(f"no clicks in {text!r}; expected e.g. '120,45,+;200,80,-'")
+        raise InvalidInput(f"no clicks in {text!r}; expected e.g. '120,45,+;200,80,-'")
     return clicks
 
 
-def parse_box(text: str) -> tuple[float, float, float, float]:
-    """"X0,Y0,X1,Y1" -> (x0, y0, x1, y1): top-left and bottom-right corner, original pixels."""
+def parse_box(text: str) -> Box:
+    """"X0,Y0,X1,Y1" -> the box: top-left and bottom-right corner, original pixels."""
+    from focsam_onnx.engine.prompts import Box
+
     parts = text.split(",")
     try:
         if len(parts) != 4:
             raise ValueError
-        x0, y0, x1, y1 = (float(p) for p in parts)
+        return Box(*(float(p) for p in parts))
     except ValueError:
-        raise ValueError(f"box {text!r} is not X0,Y0,X1,Y1 (e.g. '40,30,220,180': top-left "
-                         "and bottom-right corner in image pixels)") from None
-    return x0, y0, x1, y1
+        raise InvalidInput(f"box {text!r} is not X0,Y0,X1,Y1 (e.g. '40,30,220,180': top-left "
+                           "and bottom-right corner in image pixels)") from None
+
+
+def refine_at_option(value: int | None) -> int | None | str:
+    """--refine-at: None (not given) -> upstream's step; -1 -> no refiner; else that step."""
+    if value is None:
+        return "upstream"
+    if value < -1:
+        raise InvalidInput(f"--refine-at must be a click index >= 0, or -1 for no refiner; "
+                           f"got {value}")
+    return None if value == -1 else value
 
 
 @app.command()
@@ -233,45 +252,44 @@ def segment(
     """Segment one object of IMAGE from clicks and/or a box, and write its mask."""
     from rich.progress import Progress
 
-    from focsam_onnx.engine.click_session import ClickSession, validated_click
+    from focsam_onnx.engine.click_session import replay
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
     from focsam_onnx.engine.image_io import check_image_output, load_image, save_image
     from focsam_onnx.engine.overlay import draw_overlay
-    from focsam_onnx.engine.runtime import FocSAMEngine
     from focsam_onnx.engine.threads import resolve_threads
 
     # Everything that can be checked without the model is checked before it loads.
     if clicks is None and box is None:
         fail("give --clicks, --box or both")
-    parsed = parse_clicks(clicks) if clicks is not None else []
-    parsed_box = parse_box(box) if box is not None else None
+    prompts = ([parse_box(box)] if box is not None else []) + (
+        parse_clicks(clicks) if clicks is not None else [])
     threads = resolve_threads(threads)
-    if refine_at is not None and refine_at < -1:
-        fail(f"--refine-at must be a click index >= 0, or -1 for no refiner; got {refine_at}")
+    refine = refine_at_option(refine_at)
     check_image_output(out, "--out", lossless=True)
     if overlay is not None:
         check_image_output(overlay, "--overlay")
     bgr = load_image(image)
-    for x, y, positive in parsed:
-        validated_click(x, y, positive, bgr.shape[1], bgr.shape[0])
+    for prompt in prompts:
+        prompt.checked(bgr.shape[1], bgr.shape[0])
     engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
                                encoder_precision=encoder_precision)
-    if refine_at is None:
-        refine_at = 1 if engine.model.has_refiner else -1
     encoded = engine.open_image(bgr)
-    session = ClickSession(engine, encoded, None if refine_at < 0 else refine_at)
-    results = [session.set_box(*parsed_box)] if parsed_box is not None else []
+    results = []
     with Progress(console=console, transient=True,
-                  disable=len(parsed) < PROGRESS_MIN_CLICKS) as progress:
-        results += [session.click(x, y, positive)
-                    for x, y, positive in progress.track(parsed, description="clicks")]
+                  disable=len(prompts) < PROGRESS_MIN_CLICKS) as progress:
+        task = progress.add_task("clicks", total=len(prompts))
+
+        def advance(prompt, result) -> None:
+            results.append(result)
+            progress.advance(task)
+
+        session = replay(engine, encoded, prompts, refine, observer=advance)
     how = "from cache" if encoded.from_cache else "encoder"
     # Unwrapped: a long image path must not split the status (scripts grep "from cache").
     console.print(f"{image}: {bgr.shape[1]}x{bgr.shape[0]}, {encoder_precision} embeddings {how} "
                   f"in {encoded.seconds * 1000:.0f} ms", soft_wrap=True, highlight=False)
-    prompts = ([f"box {box.strip()}"] if parsed_box is not None else []) + [
-        f"click {x},{y},{'+' if positive else '-'}" for x, y, positive in parsed]
     console.print(prompt_table(prompts, results))
-    mask = results[-1].mask
+    mask = session.result.mask
     save_image(out, mask.astype("uint8") * 255)
     console.print(f"mask ({int(mask.sum())} pixels) written to {out}")
     if overlay is not None:
@@ -279,8 +297,10 @@ def segment(
         console.print(f"overlay written to {overlay}")
 
 
-def prompt_table(prompts: list[str], results: list) -> Table:
+def prompt_table(prompts: list[Prompt], results: list) -> Table:
     """One row per prompt; long lists keep their first and last rows (the rest elided)."""
+    from focsam_onnx.engine.prompts import Box
+
     table = Table("step", "prompt", "refined", "pred. IoU", "ms")
     rows = list(enumerate(zip(prompts, results), 1))
     if len(rows) > PROGRESS_MIN_CLICKS:
@@ -291,8 +311,10 @@ def prompt_table(prompts: list[str], results: list) -> Table:
             table.add_row("…", "", "", "", "")
             continue
         i, (prompt, r) = row
-        refined = "ran" if r.roi is not None else ("yes" if r.refined else "no")
-        table.add_row(str(i), prompt, refined, f"{r.iou_prediction:.3f}",
+        shown = (f"box {','.join(f'{v:g}' for v in prompt.corners)}" if isinstance(prompt, Box)
+                 else f"click {prompt.x},{prompt.y},{'+' if prompt.positive else '-'}")
+        refined = "ran" if r.refiner_ran else ("yes" if r.decoded_on_refined else "no")
+        table.add_row(str(i), shown, refined, f"{r.iou_prediction:.3f}",
                       f"{r.timings_ms['total']:.1f}")
     return table
 
@@ -334,7 +356,7 @@ def _embed(paths: list[Path], model: Path, cache_dir: Path, threads: int | None,
                             rate=f"{rate:.1f} img/min", eta=eta)
 
         if ray.address is None:
-            from focsam_onnx.engine.runtime import FocSAMEngine
+            from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
             engine = FocSAMEngine.open(model, threads=threads)
             return embed_images(paths, cache, engine.model.model_id, local_encoder(engine), show)
@@ -450,7 +472,7 @@ def evaluate(
     from focsam_onnx.engine.embed import dataset_images
     from focsam_onnx.engine.evaluate import RunSettings, check_results_dir, check_settings, protocol
     from focsam_onnx.engine.evaluate import evaluate as run_evaluation
-    from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
     from focsam_onnx.engine.threads import resolve_threads
 
     check_settings(RunSettings(dataset, mode, seed, seed_mode, ""), limit)
@@ -627,12 +649,6 @@ def weights_fetch(
         fail(str(err))
     console.print(f"{path}: sha256 verified; next: focsam-onnx export --ckpt {path} "
                   f"--out exported/{Path(filename).stem}", highlight=False, soft_wrap=True)
-
-
-def _write_png(path: Path, array, cv2) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), array):
-        fail(f"could not write {path}")
 
 
 if __name__ == "__main__":

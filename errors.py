@@ -41,9 +41,10 @@ class Conflict(FocSAMError):
 
 class DamagedData(FocSAMError, ValueError):
     """A file we wrote (model folder, cache, record, checkpoint) that is missing, altered or of
-    another format: the message says how to make it again."""
+    another format: the message says how to make it again. Over HTTP a 409: the request is fine,
+    the stored state it needs is not."""
 
-    http_status = 500
+    http_status = 409
 
 
 class Unavailable(FocSAMError):

@@ -17,8 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.predictor import SamPredictor
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 SIZES = ((240, 320), (375, 500), (1000, 1500), (1024, 683), (2000, 1333))
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes.png"

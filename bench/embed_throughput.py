@@ -23,7 +23,7 @@ from focsam_onnx.bench import system_info
 from focsam_onnx.cluster.ray_encoder import EncoderPool, connect
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.embed import embed_images, find_images, local_encoder
-from focsam_onnx.engine.runtime import FocSAMEngine
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
 SCENE_HW = (480, 640)
 

@@ -79,7 +79,7 @@ class EncoderWorker:
     """A Ray actor: the model opened once, then one image after another."""
 
     def __init__(self, model_dir: str, model_id: str, threads: int):
-        from focsam_onnx.engine.runtime import FocSAMEngine
+        from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
         self.engine = FocSAMEngine.open(model_dir, threads=threads)
         if self.engine.model.model_id != model_id:

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from focsam_onnx.errors import InvalidInput
+
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write `data` to a temporary file beside `path`, then rename it over `path`."""
@@ -33,9 +35,9 @@ def check_writable(path: str | Path, what: str) -> None:
         if existing.exists():
             break
     if not existing.is_dir():
-        raise ValueError(f"{what} {path}: {existing} is a file, not a folder")
+        raise InvalidInput(f"{what} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {path}: {existing} is not writable")
+        raise InvalidInput(f"{what} {path}: {existing} is not writable")
 
 
 @contextmanager

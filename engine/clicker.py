@@ -129,7 +129,7 @@ def next_click(
 ) -> Click | None:
     """The click upstream's simulator would add, or None when nothing is left to correct.
 
-    pred, gt: (H, W), foreground = value 1; clicks: earlier clicks, (y, x) order.
+    pred, gt: (H, W), foreground = value 1; clicks: the earlier clicks.
     rng: consumed by exactly one `rng.choice(range(n))` per returned click, even when n = 1, and
     not at all when None is returned. Seed `random.Random(42)` once per dataset run and share it
     across samples in dataset order to reproduce upstream's clicks.
@@ -139,4 +139,4 @@ def next_click(
         return None
     index = rng.choice(range(proposal.n_candidates))
     y, x = proposal.candidates_yx[index]
-    return Click(int(y), int(x), proposal.positive)
+    return Click(int(x), int(y), proposal.positive)

@@ -20,9 +20,9 @@ import numpy as np
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.datasets import Sample
 from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import ImageError, image_content_hash, load_image
 from focsam_onnx.engine.preprocess import preprocess
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -26,18 +26,23 @@ import numpy as np
 
 from focsam_onnx import __version__
 from focsam_onnx.engine.atomic_io import atomic_write
-from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession
+from focsam_onnx.engine.click_session import (
+    UPSTREAM_REFINE_STEP,
+    ClickSession,
+    RefineAt,
+    StepObserver,
+)
 from focsam_onnx.engine.clicker import next_click
 from focsam_onnx.engine.datasets import NOT_IN_UPSTREAM, Sample
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.metrics import binary_iou, markdown_table, summarize
 from focsam_onnx.engine.model_dir import file_sha256
 from focsam_onnx.engine.prompts import Click
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 log = logging.getLogger(__name__)
 
 NUM_CLICKS = 20
-MODES = {"focsam": UPSTREAM_REFINE_STEP, "sam": None}  # mode -> refine step
+MODES: dict[str, RefineAt] = {"focsam": UPSTREAM_REFINE_STEP, "sam": None}  # mode -> refine step
 SEED_MODES = ("upstream", "per-sample")
 PROGRESS_FORMAT = 1
 
@@ -91,7 +96,7 @@ def check_results_dir(out_dir: str | Path) -> None:
 
 
 def run_object(engine: FocSAMEngine, image: np.ndarray, gt: np.ndarray, rng: random.Random,
-               refine_at: int | None, num_clicks: int = NUM_CLICKS
+               refine_at: RefineAt, num_clicks: int = NUM_CLICKS
                ) -> tuple[list[float], list[Click]]:
     """Open `image` and run `simulate_clicks` on it; returns the IoUs and the clicks made."""
     session = ClickSession(engine, engine.open_image(image), refine_at)
@@ -99,9 +104,11 @@ def run_object(engine: FocSAMEngine, image: np.ndarray, gt: np.ndarray, rng: ran
 
 
 def simulate_clicks(session: ClickSession, gt: np.ndarray, rng: random.Random,
-                    num_clicks: int = NUM_CLICKS) -> list[float]:
+                    num_clicks: int = NUM_CLICKS,
+                    observer: StepObserver | None = None) -> list[float]:
     """Upstream's per-object loop (spec §6.2) on a fresh `session`: a simulated click, then a
-    prediction, `num_clicks` times (a step may add no click). Returns the IoU after every step.
+    prediction, `num_clicks` times (a step may add no click). Returns the IoU after every step;
+    `observer(click, result)` sees each step (the quality gate, the bench).
 
     gt: (H, W) uint8/bool, the object at the original image size.
     """
@@ -111,7 +118,10 @@ def simulate_clicks(session: ClickSession, gt: np.ndarray, rng: random.Random,
         click = next_click(pred, gt, session.clicks, rng)
         if click is None and not session.clicks:
             raise ValueError("the ground truth is empty: nothing to click")
-        pred = session.step(click).mask.astype(np.uint8)
+        result = session.step(click)
+        if observer is not None:
+            observer(click, result)
+        pred = result.mask.astype(np.uint8)
         ious.append(binary_iou(pred, gt))
     return ious
 

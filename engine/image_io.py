@@ -11,13 +11,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from focsam_onnx.engine.atomic_io import atomic_write, check_writable
+from focsam_onnx.errors import InvalidInput
 
 # A mask is exactly 0/255: a lossy format (JPEG, WebP) would blur its edge into grey levels, so
 # mask outputs are refused in those rather than silently converted to another file name.
 LOSSLESS_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".pgm", ".pnm")
 
 
-class ImageError(ValueError):
+class ImageError(InvalidInput):
     """An image file that is missing, unreadable, corrupt, truncated or empty."""
 
 

@@ -20,10 +20,10 @@ import numpy as np
 from PIL import Image
 
 from focsam_onnx.config import IMAGE_SIZE
+from focsam_onnx.engine.focsam_engine import NO_MASK
 from focsam_onnx.engine.graph_spec import SAM_DECODER, SAM_ENCODER
 from focsam_onnx.engine.model_dir import ModelDirError, graph_session, read_manifest, verify_files
 from focsam_onnx.engine.prompts import point_list
-from focsam_onnx.engine.runtime import NO_MASK
 
 MASK_THRESHOLD = 0.0
 

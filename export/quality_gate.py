@@ -23,14 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession
-from focsam_onnx.engine.clicker import next_click
+from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.encoder_runtime import open_encoder
-from focsam_onnx.engine.evaluate import NUM_CLICKS
+from focsam_onnx.engine.evaluate import NUM_CLICKS, simulate_clicks
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.manifest import GateFigures
 from focsam_onnx.engine.model_dir import ModelDir
 from focsam_onnx.engine.prompts import Click
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 
 @dataclass(frozen=True)
@@ -181,22 +180,18 @@ def gate_model(model: ModelDir, precision: str, cases: list[GateCase] | None = N
 
 def _replay(reference: FocSAMEngine, ref_image, reduced: FocSAMEngine, red_image,
             case: GateCase, clicks: int) -> list[float]:
-    """The mask IoU between the two engines after every click of the case's sequence."""
-    refine_at = UPSTREAM_REFINE_STEP if reference.model.has_refiner else None
-    ref, red = ClickSession(reference, ref_image, refine_at), ClickSession(reduced, red_image,
-                                                                          refine_at)
-    rng = random.Random(case.name)
-    steps = case.clicks if case.clicks is not None else [None] * clicks
-    pred = np.zeros(case.image.shape[:2], np.uint8)
+    """The mask IoU between the two engines after every step of the case's click sequence:
+    given, or simulated on the reference's masks; the reduced engine takes the same steps."""
+    ref, red = ClickSession(reference, ref_image), ClickSession(reduced, red_image)
     ious = []
-    for given in steps:
-        click = given if case.clicks is not None else next_click(pred, case.gt.astype(np.uint8),
-                                                                 ref.clicks, rng)
-        if click is None and not ref.clicks:
-            raise ValueError(f"gate case {case.name}: its object is empty")
-        ref_mask, red_mask = ref.step(click).mask, red.step(click).mask
-        pred = ref_mask.astype(np.uint8)
-        ious.append(mask_agreement(ref_mask, red_mask))
+
+    def compare(click: Click | None, result) -> None:
+        ious.append(mask_agreement(result.mask, red.step(click).mask))
+
+    if case.clicks is not None:
+        ref.replay(case.clicks, compare)
+    else:
+        simulate_clicks(ref, case.gt.astype(np.uint8), random.Random(case.name), clicks, compare)
     return ious
 
 

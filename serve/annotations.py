@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 from focsam_onnx.engine.atomic_io import atomic_write
+from focsam_onnx.engine.prompts import Prompt, prompts_from_json, prompts_to_json
+from focsam_onnx.errors import DamagedData, InvalidInput, NotFound, require
 
 ANNOTATIONS = "annotations.json"
 FORMAT_VERSION = 1
@@ -26,20 +28,16 @@ CATEGORY = {"id": 1, "name": "object"}
 
 
 def _rle_module():
-    try:
-        from pycocotools import mask as rle
-    except ImportError:
-        raise RuntimeError("saving COCO masks needs pycocotools: "
-                           "pip install 'focsam-onnx[serve]'") from None
-    return rle
+    return require("pycocotools.mask", "saving COCO masks", "serve")
 
 
 @dataclass(frozen=True)
 class SavedObject:
-    """One labelled object: its clicks ((x, y, positive), original pixels) and its mask as RLE."""
+    """One labelled object: the prompts that made it (clicks and boxes, in order) and its mask
+    as RLE."""
 
     id: int
-    clicks: tuple[tuple[int, int, bool], ...]
+    prompts: tuple[Prompt, ...]
     predicted_iou: float
     refine_at: int | None
     model_id: str
@@ -51,14 +49,15 @@ class SavedObject:
         return {"id": self.id, "image_id": 1, "category_id": CATEGORY["id"], "iscrowd": 0,
                 "segmentation": self.rle, "area": self.area, "bbox": list(self.bbox),
                 "predicted_iou": self.predicted_iou,
-                "clicks": [{"x": x, "y": y, "positive": p} for x, y, p in self.clicks],
+                "prompts": prompts_to_json(self.prompts),
                 "refine_at": self.refine_at, "model_id": self.model_id,
                 "mask_file": mask_file(self.id)}
 
     @classmethod
     def from_coco(cls, entry: dict) -> SavedObject:
-        clicks = tuple((int(c["x"]), int(c["y"]), bool(c["positive"])) for c in entry["clicks"])
-        return cls(int(entry["id"]), clicks, float(entry["predicted_iou"]), entry["refine_at"],
+        # "clicks": the name before boxes joined the prompts (the same click objects)
+        prompts = prompts_from_json(entry["prompts"] if "prompts" in entry else entry["clicks"])
+        return cls(int(entry["id"]), prompts, float(entry["predicted_iou"]), entry["refine_at"],
                    str(entry["model_id"]), dict(entry["segmentation"]), int(entry["area"]),
                    tuple(float(v) for v in entry["bbox"]))
 
@@ -102,7 +101,7 @@ class AnnotationStore:
         with self._lock:
             labels = self._load(image)
             if labels is None or object_id not in labels.objects:
-                raise LookupError(f"image {image!r} has no saved object {object_id}")
+                raise NotFound(f"image {image!r} has no saved object {object_id}")
             return labels.objects[object_id]
 
     def new_object_id(self, image: str, height: int, width: int) -> int:
@@ -113,13 +112,13 @@ class AnnotationStore:
             object_id, labels.next_id = labels.next_id, labels.next_id + 1
             return object_id
 
-    def save(self, image: str, object_id: int, mask: np.ndarray, clicks, predicted_iou: float,
-             refine_at: int | None, model_id: str) -> SavedObject:
+    def save(self, image: str, object_id: int, mask: np.ndarray, prompts: tuple[Prompt, ...],
+             predicted_iou: float, refine_at: int | None, model_id: str) -> SavedObject:
         """Write object `object_id` of `image`: its mask PNG, then annotations.json."""
         rle = _rle_module()
         height, width = mask.shape
         encoded = rle.encode(np.asfortranarray(mask.astype(np.uint8)))
-        obj = SavedObject(object_id, tuple((int(x), int(y), bool(p)) for x, y, p in clicks),
+        obj = SavedObject(object_id, tuple(prompts),
                           float(predicted_iou), refine_at, model_id,
                           {"size": [height, width], "counts": encoded["counts"].decode("ascii")},
                           int(rle.area(encoded)), tuple(float(v) for v in rle.toBbox(encoded)))
@@ -129,7 +128,7 @@ class AnnotationStore:
         with self._lock:
             labels = self._load(image) or _ImageLabels(width, height, object_id + 1, {})
             if (labels.height, labels.width) != (height, width):
-                raise ValueError(f"mask of {width}x{height} for image {image!r} of "
+                raise InvalidInput(f"mask of {width}x{height} for image {image!r} of "
                                  f"{labels.width}x{labels.height}")
             folder = self.folder(image)
             folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +196,7 @@ class AnnotationStore:
             next_id = max([int(data["info"].get("next_object_id", 1)), *(i + 1 for i in objects)])
             labels = _ImageLabels(int(entry["width"]), int(entry["height"]), next_id, objects)
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path} is unreadable ({type(err).__name__}: {err}); fix or move "
+            raise DamagedData(f"{path} is unreadable ({type(err).__name__}: {err}); fix or move "
                              "it away, the server will not overwrite it") from None
         self._images[image] = labels
         return labels

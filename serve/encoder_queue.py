@@ -29,8 +29,8 @@ def _worker(model_dir: str, cache_dir: str, threads: int, precision: str, jobs,
     (even one that was killed, which cannot stop its children)."""
     os.nice(LOWEST_PRIORITY)
     parent = os.getppid()
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
     from focsam_onnx.engine.image_io import load_image
-    from focsam_onnx.engine.runtime import FocSAMEngine
 
     engine = FocSAMEngine.open(model_dir, threads=threads, cache_dir=cache_dir,
                                max_cached_images=1, encoder_precision=precision)

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.image_io import load_image
+from focsam_onnx.errors import InvalidInput, NotFound, TooLarge
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 64_000_000
@@ -26,11 +27,11 @@ _FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-class UnknownImage(LookupError):
+class UnknownImage(NotFound):
     """A name that is not one of the folder's images."""
 
 
-class UploadTooLarge(ValueError):
+class UploadTooLarge(TooLarge):
     """An upload over the size limit."""
 
 
@@ -42,7 +43,7 @@ def header_pixels(source: Path | bytes) -> tuple[int, int]:
             with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as image:
                 return image.size
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise ValueError(f"not a readable image: {err}") from None
+        raise InvalidInput(f"not a readable image: {err}") from None
 
 
 class ImageFolder:
@@ -52,7 +53,7 @@ class ImageFolder:
                  max_upload_bytes: int = 50 << 20):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ValueError(f"image folder {self.root} does not exist")
+            raise InvalidInput(f"image folder {self.root} does not exist")
         self.max_pixels = max_pixels
         self.max_upload_bytes = max_upload_bytes
 
@@ -83,7 +84,7 @@ class ImageFolder:
             raise UploadTooLarge(f"upload of {len(data)} bytes is over the limit of "
                                  f"{self.max_upload_bytes} bytes")
         if not data:
-            raise ValueError("the upload is empty")
+            raise InvalidInput("the upload is empty")
         width, height = header_pixels(data)
         self._check_size(width, height, filename)
         with Image.open(BytesIO(data)) as image:
@@ -91,9 +92,9 @@ class ImageFolder:
             try:
                 image.load()  # the whole stream, so a truncated file is refused here
             except (OSError, SyntaxError, ValueError) as err:
-                raise ValueError(f"corrupt or truncated image {filename!r}: {err}") from None
+                raise InvalidInput(f"corrupt or truncated image {filename!r}: {err}") from None
         if not suffix:
-            raise ValueError(f"{filename!r} is a {image.format} image; accepted: "
+            raise InvalidInput(f"{filename!r} is a {image.format} image; accepted: "
                              f"{', '.join(sorted(set(_FORMAT_SUFFIX)))}")
         stem = _UNSAFE.sub("_", Path(filename).stem).strip("._") or "upload"
         name, n = f"{stem}{suffix}", 1
@@ -103,12 +104,12 @@ class ImageFolder:
         atomic_write(self.root / name, data)
         try:
             load_image(self.root / name)  # the engine's own decoder must read it too
-        except ValueError:
+        except InvalidInput:
             (self.root / name).unlink(missing_ok=True)
             raise
         return name
 
     def _check_size(self, width: int, height: int, name: str) -> None:
         if width * height > self.max_pixels:
-            raise ValueError(f"{name} has {width}x{height} pixels, over the limit of "
-                             f"{self.max_pixels} pixels")
+            raise TooLarge(f"{name} has {width}x{height} pixels, over the limit of "
+                           f"{self.max_pixels} pixels")

@@ -1,13 +1,15 @@
 """The labelling state behind the web app: open images, object sessions, saving after each step.
 
-One engine serves every tab and user. Its shared parts are guarded: one lock around foreground
-encodes (the cache and the encoder session), one around decoder/refiner runs (two clicks at once
-would only split the cores between them). Each object session has its own lock, so a session
-sees its clicks in order; session ids are unguessable.
+One engine serves every tab and user, and one executor runs all of its work (encodes, clicks)
+off the event loop. Its shared parts are guarded: one lock around foreground encodes (the cache
+and the encoder session), one around decoder/refiner runs (two clicks at once would only split
+the cores between them). Each object session has its own lock, so a session sees its clicks in
+order; session ids are unguessable.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import shutil
@@ -16,22 +18,35 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
-from focsam_onnx.engine.click_session import ClickResult, ClickSession, InterimCallback
-from focsam_onnx.engine.runtime import EncodedImage, FocSAMEngine
+from focsam_onnx.engine.click_session import (
+    ClickResult,
+    ClickSession,
+    InterimCallback,
+    RefineAt,
+    resolve_refine_at,
+)
+from focsam_onnx.engine.focsam_engine import EncodedImage, FocSAMEngine
+from focsam_onnx.engine.prompts import Prompt
+from focsam_onnx.errors import FocSAMError, InvalidInput, NotFound, Unavailable
 from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
 from focsam_onnx.serve.encoder_queue import EncoderQueue
 from focsam_onnx.serve.images import ImageFolder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_SESSIONS = 256  # each holds up to a few embeddings-sized arrays
 MAX_OPEN_IMAGES = 8
+ENGINE_WORKERS = 4  # encodes and clicks in flight at once (the locks below order the work)
 
 
 @dataclass(frozen=True)
@@ -44,7 +59,7 @@ class LabellerSettings:
     encoder_precision: str = "fp32"  # one the export offers (export --encoder-precision)
     prefetch: int = 3  # images after the opened one to pre-encode; 0: none
     max_upload_bytes: int = 50 << 20
-    refine_at: int | None = 1
+    refine_at: RefineAt = "upstream"
 
 
 @dataclass
@@ -73,7 +88,7 @@ class ObjectSession:
 
     def check_open(self) -> None:
         if self.closed:
-            raise LookupError(f"object {self.object_id} of {self.image!r} was deleted")
+            raise NotFound(f"object {self.object_id} of {self.image!r} was deleted")
 
 
 class Labeller:
@@ -91,10 +106,8 @@ class Labeller:
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
                                         cache_dir=cache_dir,
                                         encoder_precision=settings.encoder_precision)
-        if settings.refine_at is not None and not self.engine.model.has_refiner:
-            self.refine_at = None  # a plain-SAM export: SAM's protocol on the same page
-        else:
-            self.refine_at = settings.refine_at
+        self.refine_at = resolve_refine_at(settings.refine_at, self.engine.model.has_refiner)
+        self.executor = ThreadPoolExecutor(ENGINE_WORKERS, thread_name_prefix="engine")
         self.queue = (EncoderQueue(settings.model, cache_dir, self.engine.model.threads,
                                    settings.encoder_precision, self._record_encode)
                       if settings.prefetch > 0 else None)
@@ -109,7 +122,12 @@ class Labeller:
         if self.queue is not None:
             self.queue.start()
 
+    def run(self, function: Callable[..., T], *args) -> asyncio.Future[T]:
+        """`function(*args)` on the engine's executor, awaitable from the event loop."""
+        return asyncio.wrap_future(self.executor.submit(function, *args))
+
     def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
         if self.queue is not None:
             self.queue.close()
         if self._temp_cache is not None:
@@ -124,8 +142,7 @@ class Labeller:
             entry = self._images.get(name)
             if entry is None or entry.state == "error":
                 entry = self._images[name] = OpenImage(name)
-                threading.Thread(target=self._encode, args=(entry, path), daemon=True,
-                                 name=f"encode {name}").start()
+                self.executor.submit(self._encode, entry, path)
             self._images.move_to_end(name)
             self._forget_old_images()
         if self.queue is not None:
@@ -140,7 +157,7 @@ class Labeller:
         with self._lock:
             entry = self._images.get(name)
         if entry is None:
-            raise LookupError(f"image {name!r} is not open; open it first")
+            raise NotFound(f"image {name!r} is not open; open it first")
         return entry
 
     def expected_encode_seconds(self) -> float | None:
@@ -151,7 +168,7 @@ class Labeller:
         entry = self.status(name)
         entry.done.wait()
         if entry.bgr is None:
-            raise ValueError(f"image {name!r} could not be read: {entry.error}")
+            raise InvalidInput(f"image {name!r} could not be read: {entry.error}")
         if entry.png is None:
             ok, png = cv2.imencode(".png", entry.bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             if not ok:
@@ -161,15 +178,16 @@ class Labeller:
 
     def ready(self, name: str) -> OpenImage:
         entry = self.status(name)
+        if entry.state == "error":
+            raise InvalidInput(f"image {name!r} could not be encoded: {entry.error}")
         if entry.state != "ready":
-            raise ValueError(f"image {name!r} is not ready ({entry.state}"
-                             + (f": {entry.error})" if entry.error else "); wait for its encode"))
+            raise Unavailable(f"image {name!r} is still encoding; wait for it")
         return entry
 
     # objects and clicks
 
     def new_session(self, name: str, object_id: int | None = None) -> ObjectSession:
-        """A session on a new object of `name`, or on saved object `object_id` (its clicks
+        """A session on a new object of `name`, or on saved object `object_id` (its prompts
         replayed, so undo works as before the restart)."""
         entry = self.ready(name)
         encoded = entry.encoded
@@ -181,8 +199,7 @@ class Labeller:
             object_id = self.store.new_object_id(name, geometry.height, geometry.width)
         else:
             with self._click_lock:
-                for x, y, positive in saved.clicks:
-                    session.click(x, y, positive)
+                session.replay(saved.prompts)
         live = ObjectSession(secrets.token_urlsafe(18), name, object_id, session)
         with self._lock:
             self._sessions[live.id] = live
@@ -194,18 +211,18 @@ class Labeller:
         with self._lock:
             live = self._sessions.get(session_id)
             if live is None:
-                raise LookupError("unknown or expired session id; create a new session")
+                raise NotFound("unknown or expired session id; create a new session")
             self._sessions.move_to_end(session_id)
         live.last_used = time.monotonic()
         return live
 
-    def click(self, live: ObjectSession, x: int, y: int, positive: bool,
-              on_interim: InterimCallback | None = None) -> ClickResult:
-        """Add a click and predict; `save(live)` then writes it (after the answer is sent)."""
+    def add(self, live: ObjectSession, prompt: Prompt,
+            on_interim: InterimCallback | None = None) -> ClickResult:
+        """Add a click or a box and predict; `save(live)` then writes it (after the answer)."""
         with live.lock:
             live.check_open()
             with self._click_lock:
-                return live.session.click(x, y, positive, on_interim)
+                return live.session.add(prompt, on_interim)
 
     def save(self, live: ObjectSession) -> None:
         """Write the object's current state (a later click's, if one came in meanwhile)."""
@@ -251,8 +268,7 @@ class Labeller:
         if session.result is None:
             self.store.delete(live.image, live.object_id)
             return
-        self.store.save(live.image, live.object_id, session.result.mask,
-                        [(c.x, c.y, c.positive) for c in session.clicks],
+        self.store.save(live.image, live.object_id, session.result.mask, session.prompts,
                         session.result.iou_prediction, session.refine_at,
                         self.engine.model.model_id)
 
@@ -267,7 +283,7 @@ class Labeller:
                 self._record_encode(path, entry.encoded.seconds)
             entry.state = "ready"
         except Exception as err:  # shown on the page; the server goes on
-            if not isinstance(err, ValueError):
+            if not isinstance(err, FocSAMError):
                 log.exception("encoding %s failed", entry.name)
             entry.state, entry.error = "error", str(err)
         finally:
@@ -279,7 +295,7 @@ class Labeller:
     def _prefetchable(self, path: Path) -> bool:
         try:
             self.folder.check(path)
-        except ValueError:
+        except FocSAMError:
             return False
         with self._lock:
             return path.name not in self._images

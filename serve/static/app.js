@@ -12,7 +12,7 @@ const state = {
   current: null,         // image name
   ready: false,          // embeddings ready for clicks
   width: 0, height: 0,
-  objects: new Map(),    // object_id -> {clicks, iou, canvas}
+  objects: new Map(),    // object_id -> {prompts, iou, canvas}
   activeId: null,        // object being clicked
   sessionId: null,
   negative: false,       // left click's label is negative
@@ -73,9 +73,9 @@ function maskCanvas(mask, rgb) {
   return canvas;
 }
 
-function setObject(objectId, clicks, mask, iou) {
+function setObject(objectId, prompts, mask, iou) {
   if (!mask) { state.objects.delete(objectId); return; }
-  state.objects.set(objectId, {clicks, iou, canvas: maskCanvas(mask, colour(objectId))});
+  state.objects.set(objectId, {prompts, iou, canvas: maskCanvas(mask, colour(objectId))});
 }
 
 function draw() {
@@ -91,7 +91,7 @@ function draw() {
   const active = state.objects.get(state.activeId);
   const scale = state.width / Math.max(1, pointsCanvas.getBoundingClientRect().width);
   const radius = Math.max(2, 5 * scale);
-  for (const [x, y, positive] of (active ? active.clicks : [])) {
+  for (const {x, y, positive} of (active ? active.prompts.filter((p) => "x" in p) : [])) {
     pts.beginPath();
     pts.arc(x + 0.5, y + 0.5, radius, 0, 2 * Math.PI);
     pts.fillStyle = positive ? "#38d27a" : "#ff5a5f";
@@ -115,7 +115,7 @@ function renderObjects() {
     swatch.style.background = `rgb(${colour(id).join(",")})`;
     const label = document.createElement("span");
     label.className = "label";
-    const n = obj.clicks.length;
+    const n = obj.prompts.length;
     label.textContent = `Object ${id} · ${n} click${n === 1 ? "" : "s"} · IoU ${obj.iou.toFixed(2)}`;
     const remove = document.createElement("button");
     remove.textContent = "×";
@@ -207,7 +207,7 @@ async function openImage(name) {
   for (const c of [masksCanvas, pointsCanvas]) { c.width = state.width; c.height = state.height; }
   const saved = await apiJson(`/api/images/${enc(name)}/objects`);
   if (seq !== state.openSeq) return;
-  for (const obj of saved.objects) setObject(obj.object_id, obj.clicks, obj.mask, obj.iou);
+  for (const obj of saved.objects) setObject(obj.object_id, obj.prompts, obj.mask, obj.iou);
   state.ready = true;
   $("view").classList.remove("waiting");
   document.body.dataset.ready = name;  // the browser tests wait for this
@@ -269,9 +269,10 @@ function newObject() {
 function logRow(ev, clientMs, row) {
   row = row ?? $("log").tBodies[0].insertRow(0);
   row.className = ev.event;
-  const [, , positive] = ev.clicks[ev.clicks.length - 1];
-  const refiner = ev.event === "interim" ? "running…" : ev.refiner_ran ? "ran" : ev.refined ? "yes" : "no";
-  row.replaceChildren(...[ev.clicks.length, positive ? "+" : "−", ev.server_ms.toFixed(1),
+  const last = ev.prompts[ev.prompts.length - 1];
+  const kind = "box" in last ? "box" : last.positive ? "+" : "−";
+  const refiner = ev.event === "interim" ? "running…" : ev.refiner_ran ? "ran" : ev.decoded_on_refined ? "yes" : "no";
+  row.replaceChildren(...[ev.prompts.length, kind, ev.server_ms.toFixed(1),
                           clientMs.toFixed(1), refiner, ev.iou.toFixed(3)].map((v) => {
     const cell = document.createElement("td");
     cell.textContent = v;
@@ -281,11 +282,11 @@ function logRow(ev, clientMs, row) {
 }
 
 function handleEvent(ev, clientMs, row) {
-  window.focsamEvents.push({event: ev.event, clicks: ev.clicks?.length, object_id: ev.object_id,
-                            refined: ev.refined});
+  window.focsamEvents.push({event: ev.event, prompts: ev.prompts?.length, object_id: ev.object_id,
+                            decoded_on_refined: ev.decoded_on_refined});
   if (ev.event === "error") { showMessage(ev.detail); return row; }
   if (ev.event === "saved") return row;
-  setObject(ev.object_id, ev.clicks, ev.mask, ev.iou);
+  setObject(ev.object_id, ev.prompts, ev.mask, ev.iou);
   draw();
   return logRow(ev, clientMs, row);
 }
@@ -333,11 +334,11 @@ function sessionCall(action) {
     try {
       const session = await postJson(`/api/sessions/${enc(state.sessionId)}/${action}`);
       const result = session.result;
-      setObject(session.object_id, session.clicks, result && result.mask, result ? result.iou : 0);
+      setObject(session.object_id, session.prompts, result && result.mask, result ? result.iou : 0);
       const rows = $("log").tBodies[0];
       if (action === "reset") rows.replaceChildren();
       else if (rows.rows.length) rows.deleteRow(0);
-      window.focsamEvents.push({event: action, clicks: session.clicks.length,
+      window.focsamEvents.push({event: action, prompts: session.prompts.length,
                                 object_id: session.object_id});
       draw();
     } catch (err) { showMessage(err.message); }

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from focsam_onnx.cli import app
 from focsam_onnx.engine.click_session import ClickSession
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.postprocess import logits_to_mask
 from focsam_onnx.engine.prompts import point_list
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 IMAGE = str(Path(__file__).resolve().parents[2] / "examples" / "shapes.png")
 BOX = (40.0, 30.0, 230.0, 200.0)  # (x0, y0, x1, y1) in the 320x240 example's pixels
@@ -41,7 +41,7 @@ def test_box_first_then_refiner_at_the_second_step(engine, encoded):
     box + click + step 0's logits gives the ROI, the refiner runs, the box stays a prompt."""
     session = ClickSession(engine, encoded)
     first = session.set_box(*BOX)
-    assert not first.refined and first.roi is None and session.box == BOX
+    assert not first.decoded_on_refined and first.roi is None and session.box.corners == BOX
     net_box = encoded.geometry.to_network(np.array(BOX).reshape(2, 2)).reshape(4)
     alone = engine.decode(encoded.embeddings, np.zeros((0, 2)), np.zeros(0), None, net_box)
     np.testing.assert_array_equal(first.low_res_logits, alone.low_res_logits)
@@ -50,7 +50,7 @@ def test_box_first_then_refiner_at_the_second_step(engine, encoded):
                                             None).low_res_logits)
 
     second = session.click(150, 110)
-    assert second.refined and second.roi is not None
+    assert second.decoded_on_refined and second.roi is not None
     coords = encoded.geometry.to_network(np.array([[150.0, 110.0]]))
     coarse = engine.decode(encoded.embeddings, coords, np.ones(1), first.low_res_logits, net_box)
     roi = engine.roi(coarse.low_res_logits)
@@ -62,7 +62,7 @@ def test_box_first_then_refiner_at_the_second_step(engine, encoded):
     np.testing.assert_array_equal(second.mask, logits_to_mask(final.low_res_logits,
                                                               encoded.geometry))
 
-    assert session.undo() is first and session.box == BOX
+    assert session.undo() is first and session.box.corners == BOX
     assert session.undo() is None and session.box is None
 
 
@@ -71,7 +71,8 @@ def test_clicks_then_a_box(engine, encoded):
     session = ClickSession(engine, encoded, refine_at=None)
     session.click(150, 110)
     result = session.set_box(*BOX)
-    assert session.clicks[0].xy == (150, 110) and session.box == BOX and not result.refined
+    assert session.clicks[0].xy == (150, 110) and session.box.corners == BOX
+    assert not result.decoded_on_refined
 
 
 @pytest.mark.parametrize("box", [(10, 10, 5, 50), (0, 0, 321, 100), (-1, 0, 10, 10),

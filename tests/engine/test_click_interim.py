@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from focsam_onnx.engine.click_session import ClickSession
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import load_image
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 CLICKS = [(170, 125, True), (60, 55, False), (120, 90, True)]
 
@@ -31,7 +31,7 @@ def test_interim_comes_once_at_the_refine_step_and_is_the_coarse_decode(engine, 
                      for i, (x, y, p) in enumerate(CLICKS)]
     assert [i for i, _ in interims] == [1]
     interim = interims[0][1]
-    assert not interim.refined and interim.roi == with_callback[1].roi
+    assert not interim.decoded_on_refined and interim.roi == with_callback[1].roi
     # The coarse decode of step 1 is what plain SAM predicts at its second click.
     sam = ClickSession(engine, encoded, refine_at=None)
     sam_results = [sam.click(x, y, p) for x, y, p in CLICKS[:2]]
@@ -43,4 +43,4 @@ def test_interim_comes_once_at_the_refine_step_and_is_the_coarse_decode(engine, 
         b = plain.click(x, y, p)
         np.testing.assert_array_equal(a.mask, b.mask)
         np.testing.assert_array_equal(a.low_res_logits, b.low_res_logits)
-        assert a.refined == b.refined
+        assert a.decoded_on_refined == b.decoded_on_refined

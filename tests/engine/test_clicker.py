@@ -13,7 +13,7 @@ from focsam_onnx.engine.prompts import Click
 
 
 def _clicks_from_json(points_yx_mode: list | None) -> list[Click]:
-    return [Click(y, x, mode == "positive") for y, x, mode in points_yx_mode or []]
+    return [Click(x, y, mode == "positive") for y, x, mode in points_yx_mode or []]
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,11 @@ def session(request, golden, load_golden):
 
 
 def _session_clicks(record: dict) -> list[Click]:
-    return [Click(c["y"], c["x"], c["label"] == 1) for c in record["per_click"]]
+    return [Click(c["x"], c["y"], c["label"] == 1) for c in record["per_click"]]
 
 
 def test_click_order_helpers():
-    click = Click(y=3, x=7, positive=False)
+    click = Click(x=7, y=3, positive=False)
     assert click.xy == (7, 3)
     assert click.label == 0
     assert Click(0, 0, True).label == 1
@@ -64,7 +64,7 @@ def test_clicker_cases_reproduced_in_order(clicker_cases, load_golden):
             assert click is None, case["name"]
             assert rng.getstate() == state, "no click must not consume a random draw"
             continue
-        assert click == Click(y, x, mode == "positive"), case["name"]
+        assert click == Click(x, y, mode == "positive"), case["name"]
         assert case["candidates_yx"][case["chosen_index"]] == [y, x]
 
 
@@ -106,7 +106,7 @@ def test_first_click_is_farthest_from_border_and_positive():
     gt = np.zeros((9, 11), np.uint8)
     gt[1:8, 2:9] = 1  # 7x7 square: centre (4, 5) is 4 px from the nearest background
     click = next_click(np.zeros_like(gt), gt, [], random.Random(0))
-    assert click == Click(4, 5, True)
+    assert click == Click(5, 4, True)
 
 
 def test_region_on_image_border_counts_outside_as_background():
@@ -139,7 +139,7 @@ def test_tie_gives_negative_click():
     pred = np.zeros_like(gt)
     pred[1:4, 5:8] = 1  # FP square mirrors the FN square: equal maxima
     click = next_click(pred, gt, [], random.Random(0))
-    assert click == Click(2, 6, False)
+    assert click == Click(6, 2, False)
 
 
 def test_perfect_prediction_gives_none_without_a_draw():
@@ -168,12 +168,13 @@ def test_candidates_are_row_major_and_choice_indexes_them():
     expected = [[1, 1], [1, 2], [1, 5], [1, 6], [2, 1], [2, 2], [2, 5], [2, 6]]
     assert proposal.candidates_yx.tolist() == expected
     index = random.Random(3).choice(range(8))
-    assert next_click(np.zeros_like(gt), gt, [], random.Random(3)) == Click(*expected[index], True)
+    y, x = expected[index]
+    assert next_click(np.zeros_like(gt), gt, [], random.Random(3)) == Click(x, y, True)
 
 
 @pytest.mark.parametrize(
     ("pred_shape", "clicks"),
-    [((5, 6), []), ((5, 5), [Click(5, 0, True)]), ((5, 5), [Click(0, -1, False)])],
+    [((5, 6), []), ((5, 5), [Click(0, 5, True)]), ((5, 5), [Click(-1, 0, False)])],
 )
 def test_bad_inputs_raise_value_error(pred_shape, clicks):
     with pytest.raises(ValueError):

@@ -18,8 +18,8 @@ from focsam_onnx.cli import app
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.datasets import open_dataset
 from focsam_onnx.engine.embed import dataset_images, embed_images, find_images, local_encoder
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import image_content_hash, load_image
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 runner = CliRunner()
 

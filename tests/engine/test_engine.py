@@ -13,9 +13,9 @@ import pytest
 
 from focsam_onnx.engine.cache import EmbeddingCache, cache_key
 from focsam_onnx.engine.click_session import ClickSession
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import load_image
 from focsam_onnx.engine.model_dir import ModelDirError, open_model_dir
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import pytest
 
 from focsam_onnx.engine.datasets import open_dataset
 from focsam_onnx.engine.evaluate import ResumeError, RunSettings, evaluate
-from focsam_onnx.engine.runtime import FocSAMEngine
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import json, random, sys
 import numpy as np
 from focsam_onnx.engine.evaluate import run_object
 from focsam_onnx.engine.preprocess import preprocess
-from focsam_onnx.engine.runtime import FocSAMEngine
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
 def growth(work):
     with open("/proc/self/clear_refs", "w") as f:

@@ -12,9 +12,9 @@ import pytest
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.datasets import open_dataset
 from focsam_onnx.engine.evaluate import RunSettings, evaluate
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.metrics import binary_iou
 from focsam_onnx.engine.prompts import Click
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 SESSIONS = ["session_1", "session_2"]
 MASK_STEPS = {1: "mask_click01", 2: "mask_click02", 5: "mask_click05", 20: "mask_click20"}
@@ -38,7 +38,7 @@ def test_replayed_clicks_reproduce_upstream(engine, golden, load_golden, name):
     for step, (y, x, label) in enumerate(data["clicks_yx_label"], 1):
         result = session.click(int(x), int(y), bool(label))
         assert abs(binary_iou(result.mask, gt) - data["ious"][step - 1]) <= 1e-4, step
-        assert result.refined == (step >= 2)
+        assert result.decoded_on_refined == (step >= 2)
         if step == 2:
             assert result.roi.raw_bbox == tuple(data["refine_roi_bbox_raw"])
             assert result.roi.bbox == tuple(data["refine_roi_bbox"])
@@ -91,7 +91,7 @@ def test_undo_restores_the_state_before_the_click(engine, golden, load_golden):
     session.click(*clicks[2])
     assert session.undo() is second
     again = session.click(*clicks[2])
-    assert again.refined and again.roi is None  # the refined embeddings were kept
+    assert again.decoded_on_refined and again.roi is None  # the refined embeddings were kept
     session.undo()
     assert session.undo() is first  # undoing the 2nd click drops the refined embeddings
     redo = session.click(*clicks[1])
@@ -107,4 +107,4 @@ def test_plain_sam_mode_never_refines(engine, golden, load_golden):
     rng = random.Random(0)
     for _ in range(3):
         y, x = rng.randrange(image.shape[0]), rng.randrange(image.shape[1])
-        assert not session.step(Click(y, x, True)).refined
+        assert not session.step(Click(x, y, True)).decoded_on_refined

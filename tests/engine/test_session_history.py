@@ -10,8 +10,8 @@ import pytest
 
 from focsam_onnx.bench.system_info import current_rss_mb
 from focsam_onnx.engine.click_session import KEEP, ClickSession
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.postprocess import logits_to_mask
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def scripted_clicks(n: int, height: int, width: int, seed: int = 0):
 
 def digest(result) -> tuple[str, float, bool]:
     return hashlib.sha256(result.low_res_logits.tobytes()).hexdigest(), result.iou_prediction, \
-        result.refined
+        result.decoded_on_refined
 
 
 def test_history_holds_logits_not_masks_and_undo_replays_them_exactly(engine):
@@ -53,7 +53,8 @@ def test_history_holds_logits_not_masks_and_undo_replays_them_exactly(engine):
         restored = session.undo()
         assert restored is session.result and digest(restored) == seen[step - 1], step
         assert (restored.roi is not None) == (step == 2)  # the refine step keeps its ROI
-    assert session.steps == 1 and not session.result.refined and len(session.clicks) == 1
+    assert session.steps == 1 and len(session.clicks) == 1
+    assert not session.result.decoded_on_refined
     first = weakref.ref(restored.low_res_logits)
     del restored
     session.reset()
@@ -68,7 +69,7 @@ def test_undo_into_a_dropped_refine_step_restores_its_roi(engine):
     for _ in range(KEEP + 1):
         session.undo()
     again = session.result  # step 2 again: its result was dropped and replayed
-    assert again is not results[1] and again.roi == results[1].roi and again.refined
+    assert again is not results[1] and again.roi == results[1].roi and again.decoded_on_refined
     assert np.array_equal(again.low_res_logits, results[1].low_res_logits)
     # the refined embeddings survived: the next click decodes on them without refining again
     nxt = session.click(*scripted_clicks(KEEP + 3, 96, 128, seed=3)[2])

@@ -16,10 +16,10 @@ from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.datasets import open_dataset
 from focsam_onnx.engine.evaluate import RunSettings, evaluate
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.metrics import binary_iou
 from focsam_onnx.engine.model_dir import ModelDirError, open_model_dir, read_manifest
 from focsam_onnx.engine.prompts import Click
-from focsam_onnx.engine.runtime import FocSAMEngine
 from focsam_onnx.export.encoder_precision import add_encoder_precisions
 from focsam_onnx.export.quality_gate import THRESHOLDS, GateCase, GateError, Thresholds
 from focsam_onnx.export.quantize import constant_batched_matmuls
@@ -35,7 +35,7 @@ def golden_cases(load_golden) -> list[GateCase]:
     cases = []
     for name in SESSIONS:
         data = load_golden(name)
-        clicks = tuple(Click(y=int(y), x=int(x), positive=bool(label))
+        clicks = tuple(Click(x=int(x), y=int(y), positive=bool(label))
                        for y, x, label in data["clicks_yx_label"])
         cases.append(GateCase(name, np.ascontiguousarray(data["image_rgb"][..., ::-1]),
                               clicks=clicks))
@@ -100,7 +100,7 @@ def test_bf16_session_runs_end_to_end(gated, load_golden):
     session = ClickSession(engine, engine.open_image(data["image_rgb"][..., ::-1].copy()))
     for step, (y, x, label) in enumerate(data["clicks_yx_label"], 1):
         result = session.click(int(x), int(y), bool(label))
-        assert result.refined == (step >= 2)
+        assert result.decoded_on_refined == (step >= 2)
     final = data["mask_click20"].astype(bool)
     assert binary_iou(result.mask.astype(np.uint8), final.astype(np.uint8)) >= 0.98
 

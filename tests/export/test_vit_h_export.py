@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from focsam_onnx.cli import app
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.graph_spec import ENCODER
 from focsam_onnx.engine.model_dir import read_manifest
-from focsam_onnx.engine.runtime import FocSAMEngine
 
 pytestmark = pytest.mark.slow
 

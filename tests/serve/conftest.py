@@ -35,7 +35,7 @@ def images_dir(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def reference_engine(tiny_model_dir):
-    from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
     return FocSAMEngine.open(tiny_model_dir, threads=1)
 

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from focsam_onnx.engine.image_io import load_image  # noqa: E402
 from focsam_onnx.serve.annotations import SavedObject  # noqa: E402
-from focsam_onnx.serve.app import create_app, mask_json  # noqa: E402
+from focsam_onnx.serve.app import create_app  # noqa: E402
 from focsam_onnx.serve.labeller import LabellerSettings  # noqa: E402
+from focsam_onnx.serve.payloads import mask_json  # noqa: E402
 
 CLICKS = [(170, 125, True), (60, 55, False), (200, 150, True)]
 
@@ -60,6 +61,11 @@ def click(client, session_id: str, x: int, y: int, positive: bool = True) -> lis
     return [json.loads(line) for line in response.text.splitlines() if line]
 
 
+def as_json(click: tuple[int, int, bool]) -> dict:
+    x, y, positive = click
+    return {"x": x, "y": y, "positive": positive}
+
+
 def decoded(mask: dict) -> np.ndarray:
     bits = np.frombuffer(base64.b64decode(mask["bits"]), np.uint8)
     count = mask["height"] * mask["width"]
@@ -90,21 +96,21 @@ def test_clicks_stream_interim_then_final_and_save_the_engine_mask(client, image
                                                                    engine_mask):
     open_ready(client, "a_shapes.png")
     session = client.post("/api/sessions", json={"image": "a_shapes.png"}).json()
-    assert session["clicks"] == [] and session["result"] is None
+    assert session["prompts"] == [] and session["result"] is None
     sid, oid = session["session_id"], session["object_id"]
     streams = [click(client, sid, *c) for c in CLICKS]
     assert [[e["event"] for e in s] for s in streams] == [
         ["final", "saved"], ["interim", "final", "saved"], ["final", "saved"]]
     interim, refined, _ = streams[1]
-    assert not interim["refined"] and refined["refined"] and refined["refiner_ran"]
-    assert len(interim["clicks"]) == len(refined["clicks"]) == 2
+    assert not interim["decoded_on_refined"] and refined["decoded_on_refined"]
+    assert refined["refiner_ran"] and len(interim["prompts"]) == len(refined["prompts"]) == 2
     expected = engine_mask(images_dir / "a_shapes.png", CLICKS)
     final = streams[-1][-2]
     np.testing.assert_array_equal(decoded(final["mask"]), expected)
     np.testing.assert_array_equal(saved_png(out, "a_shapes.png", oid), expected * 255)
     coco = json.loads((out / "a_shapes.png" / "annotations.json").read_text())
     (entry,) = coco["annotations"]
-    assert entry["clicks"] == [{"x": x, "y": y, "positive": p} for x, y, p in CLICKS]
+    assert entry["prompts"] == [{"x": x, "y": y, "positive": p} for x, y, p in CLICKS]
     np.testing.assert_array_equal(SavedObject.from_coco(entry).mask(), expected)
     assert entry["area"] == int(expected.sum())
     png = client.get(f"/api/images/a_shapes.png/objects/{oid}/mask.png")
@@ -122,7 +128,7 @@ def test_undo_reset_and_delete(client, images_dir, out, engine_mask):
     for c in CLICKS[:2]:
         click(client, sid, *c)
     state = client.post(f"/api/sessions/{sid}/undo").json()
-    assert state["clicks"] == [list(CLICKS[0])]
+    assert state["prompts"] == [as_json(CLICKS[0])]
     expected = engine_mask(images_dir / "a_shapes.png", CLICKS[:1])
     np.testing.assert_array_equal(decoded(state["result"]["mask"]), expected)
     np.testing.assert_array_equal(saved_png(out, "a_shapes.png", 1), expected * 255)
@@ -155,10 +161,10 @@ def test_objects_survive_a_restart_and_a_session_resumes_them(tiny_model_dir, im
         open_ready(client, "b_flipped.png")
         resumed = client.post("/api/sessions", json={"image": "b_flipped.png",
                                                      "object_id": 1}).json()
-        assert resumed["clicks"] == [list(c) for c in CLICKS[:2]]
+        assert resumed["prompts"] == [as_json(c) for c in CLICKS[:2]]
         np.testing.assert_array_equal(decoded(resumed["result"]["mask"]), expected)
         state = client.post(f"/api/sessions/{resumed['session_id']}/undo").json()
-        assert state["clicks"] == [list(CLICKS[0])]
+        assert state["prompts"] == [as_json(CLICKS[0])]
         new = client.post("/api/sessions", json={"image": "b_flipped.png"}).json()
         assert new["object_id"] == 3  # ids are never reused
         coco = client.get("/api/annotations").json()
@@ -220,7 +226,7 @@ def test_uploads_are_checked(client, images_dir):
     # A decompression bomb: a tiny file announcing 100 megapixels is refused unread.
     bomb = cv2.imencode(".png", np.zeros((10_000, 10_000), np.uint8))[1].tobytes()
     refused = client.post("/api/images?filename=bomb.png", content=bomb)
-    assert refused.status_code == 400 and "over the limit" in refused.json()["detail"]
+    assert refused.status_code == 413 and "over the limit" in refused.json()["detail"]
     names = [i["name"] for i in client.get("/api/images").json()["images"]]
     assert names == ["a_shapes.png", "b_flipped.png", "c_rotated.jpg", "evil_name.png",
                      "evil_name_2.png"]
@@ -231,7 +237,7 @@ def test_unreadable_annotations_are_reported_and_kept(client, out):
     folder.mkdir(parents=True)
     (folder / "annotations.json").write_text("{broken")
     response = client.get("/api/images/a_shapes.png/objects")
-    assert response.status_code == 400 and "will not overwrite it" in response.json()["detail"]
+    assert response.status_code == 409 and "will not overwrite it" in response.json()["detail"]
     assert (folder / "annotations.json").read_text() == "{broken"
 
 
@@ -332,3 +338,33 @@ def test_a_precision_the_export_does_not_offer_is_refused(tiny_model_dir, images
     with pytest.raises(ValueError, match="int8"):
         with serving(tiny_model_dir, images_dir, out, encoder_precision="int8"):
             pass
+
+
+def test_an_engine_failure_is_a_500_with_an_error_id_in_the_log(client, caplog):
+    """A bug inside the engine (here a numpy-style ValueError from the decoder) is never
+    answered as the client's fault: 500, a short id, and the traceback in the server log."""
+    open_ready(client, "a_shapes.png")
+    sid = client.post("/api/sessions", json={"image": "a_shapes.png"}).json()["session_id"]
+    click(client, sid, *CLICKS[0])
+    engine = client.app.state.labeller.engine
+
+    def broken_decode(*args, **kwargs):
+        raise ValueError("shapes (1,4096,256) and (128,256) not aligned")
+
+    original, engine.decode = engine.decode, broken_decode
+    try:
+        with caplog.at_level("ERROR", logger="focsam_onnx.serve"):
+            restored = client.post("/api/sessions", json={"image": "a_shapes.png",
+                                                          "object_id": 1})
+            failed_click = client.post(f"/api/sessions/{sid}/clicks", json={"x": 5, "y": 5})
+    finally:
+        engine.decode = original
+    assert restored.status_code == 500 and failed_click.status_code == 500
+    ids = [response.json()["error_id"] for response in (restored, failed_click)]
+    for response, ident in zip((restored, failed_click), ids):
+        assert ident in response.json()["detail"] and "not aligned" not in response.text
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [any(ident in r.getMessage() for r in logged) for ident in ids] == [True, True]
+    assert all(r.exc_info and "not aligned" in str(r.exc_info[1]) for r in logged)
+    # the session is as it was: the next click works
+    assert [e["event"] for e in click(client, sid, *CLICKS[1])][-1] == "saved"

@@ -130,7 +130,7 @@ def saved(labels: Path, image: str) -> tuple[dict, dict[int, np.ndarray]]:
 
 def clicks_of(coco: dict, object_id: int) -> list[tuple[int, int, bool]]:
     (entry,) = [a for a in coco["annotations"] if a["id"] == object_id]
-    return [(c["x"], c["y"], c["positive"]) for c in entry["clicks"]]
+    return [(c["x"], c["y"], c["positive"]) for c in entry["prompts"]]
 
 
 def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask):
@@ -151,11 +151,11 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     click_pixel(page, *first[1][:2], size, button="right")
     wait_for_event(page, "final", 2)
     events = page.evaluate("window.focsamEvents")
-    assert [(e["event"], e["clicks"]) for e in events if e["event"] != "saved"] == [
+    assert [(e["event"], e["prompts"]) for e in events if e["event"] != "saved"] == [
         ("final", 1), ("interim", 2), ("final", 2)]  # the unrefined mask first, then refined
     wait_for_event(page, "saved", 2)
     events = [e for e in events if e["event"] != "saved"]
-    assert not events[1]["refined"] and events[2]["refined"]
+    assert not events[1]["decoded_on_refined"] and events[2]["decoded_on_refined"]
     coco, masks = saved(labels, image)
     assert clicks_of(coco, 1) == first
     np.testing.assert_array_equal(masks[1], engine_mask(images_dir / image, first) * 255)

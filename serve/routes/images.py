@@ -1,0 +1,87 @@
+"""The image folder: listing, uploads, opening (encoding), pixels, saved objects, COCO."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from focsam_onnx.serve.annotations import mask_file
+from focsam_onnx.serve.images import UploadTooLarge
+from focsam_onnx.serve.payloads import object_json, status_json
+from focsam_onnx.serve.routes import LabellerDep
+
+router = APIRouter(prefix="/api")
+PNG = {200: {"content": {"image/png": {}}}}
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.get("/images")
+def list_images(labeller: LabellerDep):
+    """The folder's images, with their saved object counts."""
+    return {"images": [{"name": n, "objects": len(labeller.store.objects(n))}
+                       for n in labeller.folder.names()],
+            "background": labeller.queue.snapshot() if labeller.queue else None}
+
+
+@router.post("/images", openapi_extra=UPLOAD_BODY)
+async def upload_image(labeller: LabellerDep, request: Request, filename: str = "upload.png"):
+    """Add an image to the folder: the raw file as the body, `?filename=` its name."""
+    limit = labeller.folder.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(f"upload of {declared} bytes is over the limit of {limit} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise UploadTooLarge(f"upload is over the limit of {limit} bytes")
+    return {"image": labeller.folder.save_upload(filename, bytes(data))}
+
+
+@router.post("/images/{name}/open")
+def open_image(labeller: LabellerDep, name: str):
+    """Start encoding the image (in the background) and pre-encoding the next ones."""
+    return status_json(labeller, labeller.open(name))
+
+
+@router.get("/images/{name}/status")
+def image_status(labeller: LabellerDep, name: str):
+    """Encoding state: encoding | ready | error, elapsed and expected seconds."""
+    return status_json(labeller, labeller.status(name))
+
+
+@router.get("/images/{name}/image", response_class=Response, responses=PNG)
+def image_pixels(labeller: LabellerDep, name: str):
+    """The pixels the engine segments (EXIF orientation applied), as PNG."""
+    return Response(labeller.image_png(name), media_type="image/png")
+
+
+@router.get("/images/{name}/objects")
+def list_objects(labeller: LabellerDep, name: str, masks: bool = True):
+    """The saved objects of the image (masks as base64 row-major bits)."""
+    return {"image": name, "objects": [object_json(o, masks) for o in labeller.objects(name)]}
+
+
+@router.get("/images/{name}/objects/{object_id}/mask.png", response_class=Response,
+            responses=PNG)
+def object_mask(labeller: LabellerDep, name: str, object_id: int):
+    """A saved object's mask: PNG at the original size, 255 object, 0 background."""
+    labeller.folder.path(name)
+    labeller.store.get(name, object_id)
+    path = labeller.store.folder(name) / mask_file(object_id)
+    return Response(path.read_bytes(), media_type="image/png")
+
+
+@router.delete("/images/{name}/objects/{object_id}")
+def delete_object(labeller: LabellerDep, name: str, object_id: int):
+    """Delete a saved object (its PNG and its entry in annotations.json)."""
+    labeller.folder.path(name)
+    labeller.delete_object(name, object_id)
+    return {"deleted": object_id}
+
+
+@router.get("/annotations")
+def annotations(labeller: LabellerDep):
+    """COCO-style annotations of the whole folder (RLE masks, plus the prompts)."""
+    return labeller.store.coco(labeller.folder.names())

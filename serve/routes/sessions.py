@@ -1,0 +1,93 @@
+"""Object sessions: create or resume one, add clicks and boxes, undo, reset, its mask."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from focsam_onnx.engine.prompts import Box, Click
+from focsam_onnx.errors import InvalidInput
+from focsam_onnx.serve.click_events import prompt_stream
+from focsam_onnx.serve.payloads import session_json
+from focsam_onnx.serve.routes import LabellerDep
+
+router = APIRouter(prefix="/api/sessions")
+NDJSON = {200: {"content": {"application/x-ndjson": {}}}}
+
+
+class NewSession(BaseModel):
+    image: str = Field(description="An image name from GET /api/images.")
+    object_id: int | None = Field(None, description="Continue this saved object (its prompts "
+                                                    "are replayed); omit for a new object.")
+
+
+class ClickIn(BaseModel):
+    x: int = Field(description="Column, in original image pixels (0 <= x < width).")
+    y: int = Field(description="Row, in original image pixels (0 <= y < height).")
+    positive: bool = Field(True, description="True: on the object; False: background.")
+
+
+class BoxIn(BaseModel):
+    x0: float = Field(description="Left edge, original image pixels.")
+    y0: float = Field(description="Top edge.")
+    x1: float = Field(description="Right edge (> x0, <= width).")
+    y1: float = Field(description="Bottom edge (> y0, <= height).")
+
+
+@router.post("")
+async def new_session(labeller: LabellerDep, body: NewSession):
+    """A session on a new object, or on a saved one (`object_id`)."""
+    live = await labeller.run(labeller.new_session, body.image, body.object_id)
+    return session_json(live)
+
+
+@router.get("/{session_id}")
+def get_session(labeller: LabellerDep, session_id: str):
+    """The session's prompts and current result."""
+    return session_json(labeller.session(session_id))
+
+
+@router.post("/{session_id}/clicks", responses=NDJSON)
+async def add_click(labeller: LabellerDep, session_id: str, click: ClickIn):
+    """Add a click. Answers newline-delimited JSON: on the refine step an `interim` event
+    (the unrefined mask), then the `final` event, then `saved` once the mask and
+    annotations.json are on disk; an `error` event if anything failed after the first."""
+    return await prompt_stream(labeller, labeller.session(session_id),
+                               Click(click.x, click.y, click.positive))
+
+
+@router.post("/{session_id}/box", responses=NDJSON)
+async def set_box(labeller: LabellerDep, session_id: str, box: BoxIn):
+    """Set (or replace) the object's box; answers like a click."""
+    return await prompt_stream(labeller, labeller.session(session_id),
+                               Box(box.x0, box.y0, box.x1, box.y1))
+
+
+@router.post("/{session_id}/undo")
+async def undo(labeller: LabellerDep, session_id: str):
+    """Undo the last prompt (400 when there is none); answers the session's new state."""
+    live = labeller.session(session_id)
+    await labeller.run(labeller.undo, live)
+    return session_json(live)
+
+
+@router.post("/{session_id}/reset")
+async def reset(labeller: LabellerDep, session_id: str):
+    """Remove every prompt of the object (its saved mask too); the session stays."""
+    live = labeller.session(session_id)
+    await labeller.run(labeller.reset, live)
+    return session_json(live)
+
+
+@router.get("/{session_id}/mask.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+def session_mask(labeller: LabellerDep, session_id: str):
+    """The session's current mask as PNG (255/0, original size)."""
+    result = labeller.session(session_id).session.result
+    if result is None:
+        raise InvalidInput("the session has no prompts yet")
+    return Response(cv2.imencode(".png", result.mask.astype(np.uint8) * 255)[1].tobytes(),
+                    media_type="image/png")
