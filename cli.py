@@ -7,7 +7,6 @@ import logging
 import re
 import traceback
 import urllib.parse
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from focsam_onnx import __version__
 from focsam_onnx.config import VARIANT_NAMES
@@ -26,7 +26,23 @@ from focsam_onnx.errors import FocSAMError, InvalidInput
 if TYPE_CHECKING:
     from focsam_onnx.engine.prompts import Box, Click, Prompt
 
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class VerboseAnywhere(TyperGroup):
+    """Accepts -v / --verbose anywhere on the line (`focsam-onnx export ... -v`), as every error
+    line suggests it, by moving it before the command (not past a `--`)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        cut = args.index("--") if "--" in args else len(args)
+        head = args[:cut]
+        flags = [a for a in head if a in VERBOSE_FLAGS]
+        return super().parse_args(ctx, flags + [a for a in head if a not in VERBOSE_FLAGS]
+                                  + args[cut:])
+
+
 app = typer.Typer(
+    cls=VerboseAnywhere,
     help="FocSAM interactive segmentation on CPU: export ONNX graphs, segment, evaluate, bench.",
     no_args_is_help=True,
     add_completion=False,
@@ -56,19 +72,6 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v",
                         format="%(levelname)s %(name)s: %(message)s")
     global _verbose
     _verbose = verbose
-
-
-def quiet_exporter() -> None:
-    """The ONNX exporter logs every rewrite and warns about torchvision; keep errors only."""
-    if _verbose:
-        return
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "torch.onnx._internal.exporter"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.onnx"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message="# The axis name")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -139,32 +142,27 @@ def export(
     from focsam_onnx.config import get_variant
     from focsam_onnx.export.target import check_export_target
 
-    variant = get_variant(random_init) if random_init is not None else None
+    if random_init is not None:
+        get_variant(random_init)  # a bad name fails before torch is imported
     check_export_target(out, force)  # before torch is imported, let alone a checkpoint loaded
-    from focsam_onnx.engine.manifest import Source
-    from focsam_onnx.engine.model_dir import file_sha256, read_manifest
+    from focsam_onnx.engine.model_dir import read_manifest
     from focsam_onnx.export.exporter import export_model
-    from focsam_onnx.export.parity import ParityError
-    from focsam_onnx.models.checkpoint import load_checkpoint
-    from focsam_onnx.models.focsam import build_model
+    from focsam_onnx.export.model_source import from_checkpoint, quiet_exporter_logs
+    from focsam_onnx.export.model_source import random_init as random_init_model
 
-    quiet_exporter()
+    if not _verbose:
+        quiet_exporter_logs()
     if ckpt is not None:
         with console.status(f"loading {ckpt}"):
-            model, info = load_checkpoint(ckpt)
-        source = Source(info.kind, path=str(ckpt), sha256=file_sha256(ckpt))
+            model, source = from_checkpoint(ckpt)
     else:
-        model = build_model(variant, seed=seed)
-        source = Source("random-init", variant=random_init, seed=seed)
+        model, source = random_init_model(random_init, seed)
     console.print(f"exporting {model.cfg.variant} "
                   f"({'plain SAM' if model.cfg.is_plain_sam else 'FocSAM'}) to {out}")
     with console.status("") as status:
-        try:
-            manifest, reports = export_model(
-                model, out, source, opset=opset, simplify=simplify, sam_compatible=sam_compatible,
-                on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
-        except ParityError as err:
-            fail(f"{err}; nothing was written to {out}")
+        manifest, reports = export_model(
+            model, out, source, opset=opset, simplify=simplify, sam_compatible=sam_compatible,
+            on_graph=lambda name: status.update(f"exporting {name} graph and checking parity"))
     table = Table("graph", "files", "MB", "max |ORT - torch|", "seconds", "simplified")
     for r in reports:
         table.add_row(r.name, ", ".join(r.files), f"{r.bytes / 1e6:.1f}", f"{r.worst_parity:.2e}",
@@ -173,11 +171,8 @@ def export(
     if any(p != "fp32" for p in encoder_precision):
         from focsam_onnx.export.encoder_precision import add_encoder_precisions
 
-        try:
-            with console.status("quality gate of the reduced-precision encoders"):
-                gates = add_encoder_precisions(out, encoder_precision)
-        except ValueError as err:  # GateError, a missing extra, an unknown precision
-            fail(str(err))
+        with console.status("quality gate of the reduced-precision encoders"):
+            gates = add_encoder_precisions(out, encoder_precision)
         for report in gates.values():
             console.print(f"quality gate passed: {report.summary()}")
         manifest = read_manifest(out)
@@ -406,25 +401,21 @@ def embed(
     worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
 ):
     """Encode many images into the embedding cache (resumable: run it again to go on)."""
-    from focsam_onnx.cluster.ray_encoder import ClusterError
     from focsam_onnx.engine.datasets import open_dataset
     from focsam_onnx.engine.embed import dataset_images, find_images
 
-    try:
-        if (dataset is None) != (data_root is None):
-            raise ValueError("--dataset and --data-root go together")
-        if dataset is not None and images:
-            raise ValueError("give image paths or --dataset, not both")
-        if dataset is not None:
-            paths = dataset_images(open_dataset(dataset, data_root))
-        elif images:
-            paths = find_images(images)
-        else:
-            raise ValueError("nothing to encode: give image files or folders, or --dataset")
-        report = _embed(paths, model, cache_dir, threads,
-                        RayOptions(ray, workers, worker_cpus, worker_memory_gb))
-    except (ValueError, ClusterError) as err:
-        fail(str(err))
+    if (dataset is None) != (data_root is None):
+        fail("--dataset and --data-root go together")
+    if dataset is not None and images:
+        fail("give image paths or --dataset, not both")
+    if dataset is not None:
+        paths = dataset_images(open_dataset(dataset, data_root))
+    elif images:
+        paths = find_images(images)
+    else:
+        fail("nothing to encode: give image files or folders, or --dataset")
+    report = _embed(paths, model, cache_dir, threads,
+                    RayOptions(ray, workers, worker_cpus, worker_memory_gb))
     _print_embed_report(report)
     if report.failures:
         raise typer.Exit(code=1)
@@ -467,7 +458,6 @@ def evaluate(
     """NoC@85/90/95 and mIoU over 20 simulated clicks per object, exactly as upstream."""
     from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-    from focsam_onnx.cluster.ray_encoder import ClusterError
     from focsam_onnx.engine.datasets import open_dataset
     from focsam_onnx.engine.embed import dataset_images
     from focsam_onnx.engine.evaluate import RunSettings, check_results_dir, check_settings, protocol
@@ -483,11 +473,8 @@ def evaluate(
         if encoder_precision != "fp32":
             fail("--ray encodes with the fp32 encoder only")
         cache_dir = cache_dir or out / "embeddings"
-        try:
-            report = _embed(dataset_images(samples[:limit]), model, cache_dir, threads,
-                            RayOptions(ray, workers, worker_cpus, worker_memory_gb))
-        except ClusterError as err:
-            fail(str(err))
+        report = _embed(dataset_images(samples[:limit]), model, cache_dir, threads,
+                        RayOptions(ray, workers, worker_cpus, worker_memory_gb))
         _print_embed_report(report)
         if report.failures:
             fail(f"{len(report.failures)} images could not be encoded")
@@ -557,10 +544,7 @@ def serve(
     """Label images in the browser: click on objects, masks are saved as you go."""
     from focsam_onnx.serve.server import require_serve_extra
 
-    try:
-        require_serve_extra()
-    except RuntimeError as err:
-        fail(str(err))
+    require_serve_extra()
     from focsam_onnx.engine.threads import resolve_threads
     from focsam_onnx.serve.labeller import LabellerSettings
     from focsam_onnx.serve.server import run_server
@@ -572,12 +556,9 @@ def serve(
                                 threads=threads, encoder_precision=encoder_precision,
                                 prefetch=max(0, prefetch),
                                 max_upload_bytes=max_upload_mb << 20)
-    try:
-        run_server(settings, host, port, token,
-                   announce=lambda url: console.print(f"labelling {images} into {out}; open {url}",
-                                                      soft_wrap=True, highlight=False))
-    except ValueError as err:
-        fail(str(err))
+    run_server(settings, host, port, token,
+               announce=lambda url: console.print(f"labelling {images} into {out}; open {url}",
+                                                  soft_wrap=True, highlight=False))
 
 
 weights_app = typer.Typer(help="Official checkpoints: list them, fetch one (resumable, "
@@ -621,32 +602,28 @@ def weights_fetch(
     )
 
     from focsam_onnx.weights.catalog import find
-    from focsam_onnx.weights.download import DownloadError, fetch
+    from focsam_onnx.weights.download import fetch
 
-    try:
-        if (name is None) == (url is None):
-            raise ValueError("give a NAME from `focsam-onnx weights list`, or --url URL with "
-                             "--sha256 HEX")
-        if url is not None:
-            if sha256 is None:
-                raise ValueError("--url needs --sha256 HEX: a download is only kept once verified")
-            filename = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
-            if not filename:
-                raise ValueError(f"{url} names no file; give a URL ending in the file name")
-            size = None
-        else:
-            entry = find(name)
-            if entry.url is None:
-                raise ValueError(f"{entry.name} cannot be fetched automatically: {entry.by_hand}")
-            url, sha256, filename, size = entry.url, entry.sha256, entry.filename, entry.size
-        columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task(filename, total=size)
-            path = fetch(url, sha256, dest / filename, size, timeout,
-                         lambda done, total: progress.update(task, completed=done, total=total))
-    except (ValueError, DownloadError) as err:
-        fail(str(err))
+    if (name is None) == (url is None):
+        fail("give a NAME from `focsam-onnx weights list`, or --url URL with --sha256 HEX")
+    if url is not None:
+        if sha256 is None:
+            fail("--url needs --sha256 HEX: a download is only kept once verified")
+        filename = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+        if not filename:
+            fail(f"{url} names no file; give a URL ending in the file name")
+        size = None
+    else:
+        entry = find(name)
+        if entry.url is None:
+            fail(f"{entry.name} cannot be fetched automatically: {entry.by_hand}")
+        url, sha256, filename, size = entry.url, entry.sha256, entry.filename, entry.size
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(filename, total=size)
+        path = fetch(url, sha256, dest / filename, size, timeout,
+                     lambda done, total: progress.update(task, completed=done, total=total))
     console.print(f"{path}: sha256 verified; next: focsam-onnx export --ckpt {path} "
                   f"--out exported/{Path(filename).stem}", highlight=False, soft_wrap=True)
 

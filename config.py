@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from focsam_onnx.errors import InvalidInput
+
 IMAGE_SIZE = 1024  # the padded square canvas the encoder sees
 PROMPT_DIM = 256  # prompt / embedding width C
 EMBED_GRID = 64  # IMAGE_SIZE // patch size: the 64x64 token grid
@@ -66,7 +68,7 @@ class FocSAMConfig:
             refiner = _dataclass_from_dict(RefinerConfig, refiner, "config.refiner")
         variant = data.get("variant")
         if not isinstance(variant, str):
-            raise ValueError(f"config.variant must be a string, got {variant!r}")
+            raise InvalidInput(f"config.variant must be a string, got {variant!r}")
         return cls(variant, encoder, refiner)
 
     def as_plain_sam(self) -> FocSAMConfig:
@@ -100,25 +102,25 @@ VARIANTS: dict[str, FocSAMConfig] = {
 def _dataclass_from_dict(kind: type, data: object, where: str):
     """`kind(**data)` with tuples restored from JSON lists and every field checked."""
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be an object, got {type(data).__name__}")
+        raise InvalidInput(f"{where} must be an object, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}")
+        raise InvalidInput(f"{where} has unknown field(s) {unknown}")
     values = {}
     for name, value in data.items():
         default = fields[name].default
         if isinstance(default, tuple) or fields[name].type.startswith("tuple"):
             if not isinstance(value, (list, tuple)):
-                raise ValueError(f"{where}.{name} must be a list, got {value!r}")
+                raise InvalidInput(f"{where}.{name} must be a list, got {value!r}")
             value = tuple(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}.{name} must be a number, got {value!r}")
+            raise InvalidInput(f"{where}.{name} must be a number, got {value!r}")
         values[name] = value
     try:
         return kind(**values)
     except TypeError as err:  # a required field is missing
-        raise ValueError(f"{where}: {err}") from None
+        raise InvalidInput(f"{where}: {err}") from None
 
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
@@ -128,4 +130,4 @@ def get_variant(name: str) -> FocSAMConfig:
     try:
         return VARIANTS[name]
     except KeyError:
-        raise ValueError(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}") from None
+        raise InvalidInput(f"unknown variant {name!r}; choose one of {sorted(VARIANTS)}") from None

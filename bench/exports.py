@@ -25,32 +25,27 @@ PACKAGE = Path(__file__).resolve().parents[1]
 def export_source(variant: str, seed: int) -> Source:
     """What a cached export was made from, including the code that made its graphs: an export
     from older model or exporter code is stale even with the same variant and seed."""
+    from focsam_onnx.export.model_source import random_init_source
+
     digest = hashlib.sha256()
     for path in sorted([*PACKAGE.glob("models/*.py"), *PACKAGE.glob("export/*.py")]):
         digest.update(path.read_bytes())
-    return Source("random-init", variant=variant, seed=seed, code=digest.hexdigest()[:16])
+    return random_init_source(variant, seed, code=digest.hexdigest()[:16])
 
 
 def _quiet_exporters() -> None:
-    """Silence the ONNX exporters' log chatter (e.g. "torchvision is not installed. Skipping
-    torchvision::nms", four lines per export): the parity gate checks every export instead.
+    from focsam_onnx.export.model_source import quiet_exporter_logs
 
-    Importing torch configures its loggers, so this must run after that import to stick.
-    """
-    import torch  # noqa: F401  (see above)
-
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_exporter_logs()
 
 
 def export_focsam(variant: str, seed: int, out_dir: str) -> None:
-    from focsam_onnx.config import get_variant
     from focsam_onnx.export.exporter import export_model
-    from focsam_onnx.models.focsam import build_model
+    from focsam_onnx.export.model_source import random_init
 
     _quiet_exporters()
-    export_model(build_model(get_variant(variant), seed=seed), out_dir,
-                 export_source(variant, seed))
+    model, _ = random_init(variant, seed)
+    export_model(model, out_dir, export_source(variant, seed))
     _add_precisions(out_dir)
 
 
@@ -104,13 +99,12 @@ REFERENCE_GRAPHS = ("decoder", "refiner")
 def export_reference_graphs(variant: str, seed: int, out_dir: str) -> None:
     """The decoder and refiner graphs as written in models/ (before their exact rewrites), for
     the refine-click ratio against today's click."""
-    from focsam_onnx.config import get_variant
     from focsam_onnx.export.exporter import DEFAULT_OPSET, export_graph
+    from focsam_onnx.export.model_source import random_init
     from focsam_onnx.export.wrappers import decoder_export, refiner_export
-    from focsam_onnx.models.focsam import build_model
 
     _quiet_exporters()
-    model = build_model(get_variant(variant), seed=seed)
+    model, _ = random_init(variant, seed)
     del model.backbone  # never exported here
     for graph in (decoder_export(model, rewrite=False), refiner_export(model, rewrite=False)):
         export_graph(graph, Path(out_dir), DEFAULT_OPSET, True)

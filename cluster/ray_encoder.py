@@ -20,12 +20,13 @@ import numpy as np
 
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.embed import EmbedReport, EncodeJob, embed_images, encode_job
+from focsam_onnx.errors import Unavailable
 
 RAY_HINT = "pip install 'focsam-onnx[ray]'"
 STARTUP_TIMEOUT_S = 900  # a ViT-H worker hashes 2.5 GB and builds its session: about a minute
 
 
-class ClusterError(RuntimeError):
+class ClusterError(Unavailable):
     """Ray is missing, the cluster cannot host the workers, or a worker died for good."""
 
 

@@ -21,13 +21,14 @@ import numpy as np
 
 from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.graph_spec import EMBEDDING_SHAPE
+from focsam_onnx.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_BYTES = int(np.prod(EMBEDDING_SHAPE)) * np.dtype(np.float32).itemsize
 
 
-class CacheDirError(ValueError):
+class CacheDirError(InvalidInput):
     """The cache folder is a file, or lies below one."""
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from scipy.io import loadmat
 
 from focsam_onnx.engine.image_io import load_image
+from focsam_onnx.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class Sample:
 
     def __post_init__(self) -> None:
         if self.gt_format not in _DECODERS:
-            raise ValueError(f"unknown gt_format {self.gt_format!r}; known: {', '.join(_DECODERS)}")
+            raise InvalidInput(f"unknown gt_format {self.gt_format!r}; "
+                               f"known: {', '.join(_DECODERS)}")
 
     def load_image(self) -> np.ndarray:
         """(H, W, 3) uint8, BGR (alpha dropped, grey expanded), as `cv2.IMREAD_COLOR` gives."""
@@ -66,8 +68,8 @@ class Sample:
         """(H, W) uint8: 1 where the decoded annotation equals object_id, else 0 (may be empty)."""
         decoded = _DECODERS[self.gt_format](self.gt_path)
         if decoded.ndim != 2:
-            raise ValueError(f"annotation {self.gt_path} decodes to shape {decoded.shape}, "
-                             "expected a single-channel (H, W) map")
+            raise InvalidInput(f"annotation {self.gt_path} decodes to shape {decoded.shape}, "
+                               "expected a single-channel (H, W) map")
         return (decoded == self.object_id).astype(np.uint8)
 
     def load(self) -> tuple[str, np.ndarray, np.ndarray]:
@@ -79,8 +81,8 @@ class Sample:
 def _image_matching(sample: Sample, gt: np.ndarray) -> np.ndarray:
     image = sample.load_image()
     if image.shape[:2] != gt.shape:
-        raise ValueError(f"image {sample.image_path} is {image.shape[:2]} but its annotation "
-                         f"{sample.gt_path} is {gt.shape}")
+        raise InvalidInput(f"image {sample.image_path} is {image.shape[:2]} but its annotation "
+                           f"{sample.gt_path} is {gt.shape}")
     return image
 
 
@@ -166,14 +168,14 @@ def _keyed(paths: Iterable[Path], key: Callable[[Path], str]) -> dict[str, Path]
     for path in paths:
         k = key(path)
         if k in found:
-            raise ValueError(f"two files share the key {k!r}: {found[k]} and {path}")
+            raise InvalidInput(f"two files share the key {k!r}: {found[k]} and {path}")
         found[k] = path
     return found
 
 
 def _require(found: list[Sample], dataset: str, root: Path, expected: str) -> list[Sample]:
     if not found:
-        raise ValueError(f"no {dataset} samples under {root}: expected {expected}")
+        raise InvalidInput(f"no {dataset} samples under {root}: expected {expected}")
     return found
 
 
@@ -211,8 +213,8 @@ def read_sbd(root: Path) -> list[Sample]:
     root = Path(root)
     val_list = root / "val.txt"
     if not val_list.is_file():
-        raise ValueError(f"{val_list} not found: the SBD root is the `dataset` folder of "
-                         "benchmark_RELEASE, holding img/, inst/ and val.txt")
+        raise InvalidInput(f"{val_list} not found: the SBD root is the `dataset` folder of "
+                           "benchmark_RELEASE, holding img/, inst/ and val.txt")
     val_stems = {line.strip() for line in val_list.read_text().splitlines()}
     images = _keyed((p for p in root.rglob("*.jpg") if p.stem in val_stems), lambda p: p.stem)
     # Upstream globs `*inst/*.mat`: annotation folders whose name ends with "inst".
@@ -236,8 +238,8 @@ def read_cod10k(root: Path) -> list[Sample]:
     cam_list = root / "Info" / "CAM_test.txt"
     for needed in (image_dir, mask_dir, cam_list):
         if not needed.exists():
-            raise ValueError(f"{needed} not found: the COD10K root is the COD10K-v3 folder holding "
-                             "Test/Image, Test/GT_Object and Info/CAM_test.txt")
+            raise InvalidInput(f"{needed} not found: the COD10K root is the COD10K-v3 folder "
+                               "holding Test/Image, Test/GT_Object and Info/CAM_test.txt")
     cam_stems = {Path(line.split()[0]).stem
                  for line in cam_list.read_text().splitlines() if line.strip()}
     images = _keyed(image_dir.glob("*.jpg"), lambda p: p.stem)
@@ -284,7 +286,7 @@ def read_folder(root: Path) -> list[Sample]:
     root = Path(root)
     image_dir, mask_dir = root / "images", root / "masks"
     if not (image_dir.is_dir() and mask_dir.is_dir()):
-        raise ValueError(f"{root} must hold images/ and masks/ folders (files paired by stem)")
+        raise InvalidInput(f"{root} must hold images/ and masks/ folders (files paired by stem)")
 
     def listed(folder: Path) -> dict[str, Path]:
         files = (p for p in folder.iterdir() if p.suffix.lower() in _FOLDER_EXTENSIONS)
@@ -320,15 +322,15 @@ def read_hqseg44k(root: Path) -> list[Sample]:
     for subset, image_dir, mask_dir in HQSEG44K_VAL:
         for folder in (image_dir, mask_dir):
             if not (root / folder).is_dir():
-                raise ValueError(f"{root / folder} not found: the HQSeg-44K root is SAM-HQ's "
-                                 f"data folder, holding {subset} images in {image_dir}/ and "
-                                 f"masks in {mask_dir}/")
+                raise InvalidInput(f"{root / folder} not found: the HQSeg-44K root is SAM-HQ's "
+                                   f"data folder, holding {subset} images in {image_dir}/ and "
+                                   f"masks in {mask_dir}/")
         masks = _keyed((root / mask_dir).glob("*.png"), lambda p: p.stem)
         images = sorted((root / image_dir).glob("*.jpg"), key=lambda p: p.name)
         unpaired = [p.name for p in images if p.stem not in masks]
         if unpaired:
-            raise ValueError(f"{len(unpaired)} {subset} images have no mask <stem>.png in "
-                             f"{root / mask_dir}, e.g. {unpaired[0]}")
+            raise InvalidInput(f"{len(unpaired)} {subset} images have no mask <stem>.png in "
+                               f"{root / mask_dir}, e.g. {unpaired[0]}")
         samples += [Sample(f"{subset}/{p.stem}", p, masks[p.stem], 1, GT_FOLDER, subset)
                     for p in images]
     return _require(samples, "HQSeg-44K", root, "<subset images>/<stem>.jpg with "
@@ -355,14 +357,14 @@ def read_coco(root: Path) -> list[Sample]:
     found = sorted(root.rglob("*panoptic_val2017.json"))
     if len(found) != 1:
         what = "no" if not found else f"{len(found)} files"
-        raise ValueError(f"{what} *panoptic_val2017.json under {root}: the COCO root holds "
-                         f"{_COCO_LAYOUT}")
+        raise InvalidInput(f"{what} *panoptic_val2017.json under {root}: the COCO root holds "
+                           f"{_COCO_LAYOUT}")
     try:
         annotation = json.loads(found[0].read_text())
         categories = {c["id"]: bool(c.get("isthing", 1)) for c in annotation["categories"]}
         entries = annotation["annotations"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{found[0]} is not a COCO panoptic annotation file ({err})") from err
+        raise InvalidInput(f"{found[0]} is not a COCO panoptic annotation file ({err})") from err
     images, pngs = _numbered(root.rglob("*.jpg")), _numbered(root.rglob("*.png"))
     samples, missing = [], 0
     for entry in entries:
@@ -407,8 +409,8 @@ DATASETS: dict[str, Callable[[Path], list[Sample]]] = {
 def open_dataset(name: str, root: str | Path) -> list[Sample]:
     """The sample list of dataset `name` (a key of DATASETS) stored at `root`, upstream order."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise InvalidInput(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"dataset root {root} is not a directory")
+        raise InvalidInput(f"dataset root {root} is not a directory")
     return DATASETS[name](root)

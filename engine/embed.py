@@ -23,6 +23,7 @@ from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import ImageError, image_content_hash, load_image
 from focsam_onnx.engine.preprocess import preprocess
+from focsam_onnx.errors import InvalidInput
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -95,7 +96,7 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
         elif path.exists():
             found[path] = None
         else:
-            raise ValueError(f"no such file or folder: {path}")
+            raise InvalidInput(f"no such file or folder: {path}")
     return list(found)
 
 
@@ -114,7 +115,7 @@ def embed_images(paths: Sequence[Path], cache: EmbeddingCache, model_id: str,
     called after every image.
     """
     if cache.cache_dir is None:
-        raise ValueError("embed needs a cache folder to write into")
+        raise InvalidInput("embed needs a cache folder to write into")
     report = EmbedReport(total=len(paths))
 
     def progress() -> None:

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from focsam_onnx.engine.graph_spec import ENCODER
+from focsam_onnx.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ PRECISIONS: dict[str, Precision] = {p.name: p for p in (
 )}
 
 
-class MissingExtraError(ValueError):
+class MissingExtraError(Unavailable, ValueError):
     """An optional runtime is not installed; the message names the extra that installs it.
 
     A ValueError, so that every command reports it in one line like any other bad option.

@@ -38,6 +38,7 @@ from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.metrics import binary_iou, markdown_table, summarize
 from focsam_onnx.engine.model_dir import file_sha256
 from focsam_onnx.engine.prompts import Click
+from focsam_onnx.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ SEED_MODES = ("upstream", "per-sample")
 PROGRESS_FORMAT = 1
 
 
-class ResumeError(ValueError):
+class ResumeError(InvalidInput):
     """The results folder holds a run that differs from the one asked for."""
 
 
@@ -73,14 +74,14 @@ class RunSettings:
 def check_settings(settings: RunSettings, limit: int | None = None) -> None:
     """Raise ValueError for an unknown mode or seed mode, or a limit below 1 (cheap: no I/O)."""
     if settings.mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {settings.mode!r}")
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}, got {settings.mode!r}")
     if settings.seed_mode not in SEED_MODES:
-        raise ValueError(f"seed mode must be one of {', '.join(SEED_MODES)}, "
-                         f"got {settings.seed_mode!r}")
+        raise InvalidInput(f"seed mode must be one of {', '.join(SEED_MODES)}, "
+                           f"got {settings.seed_mode!r}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be >= 1 (or absent for all samples), got {limit}")
+        raise InvalidInput(f"limit must be >= 1 (or absent for all samples), got {limit}")
     if settings.num_clicks < 1:
-        raise ValueError(f"num_clicks must be >= 1, got {settings.num_clicks}")
+        raise InvalidInput(f"num_clicks must be >= 1, got {settings.num_clicks}")
 
 
 def check_results_dir(out_dir: str | Path) -> None:
@@ -88,11 +89,11 @@ def check_results_dir(out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise ValueError(f"results folder {out_dir}: {existing} is a file, not a folder; "
-                         "choose another --out")
+        raise InvalidInput(f"results folder {out_dir}: {existing} is a file, not a folder; "
+                           "choose another --out")
     if existing is not None and not _writable(existing):
-        raise ValueError(f"results folder {out_dir}: {existing} is not writable; "
-                         "choose another --out")
+        raise InvalidInput(f"results folder {out_dir}: {existing} is not writable; "
+                           "choose another --out")
 
 
 def run_object(engine: FocSAMEngine, image: np.ndarray, gt: np.ndarray, rng: random.Random,
@@ -117,7 +118,7 @@ def simulate_clicks(session: ClickSession, gt: np.ndarray, rng: random.Random,
     for _ in range(num_clicks):
         click = next_click(pred, gt, session.clicks, rng)
         if click is None and not session.clicks:
-            raise ValueError("the ground truth is empty: nothing to click")
+            raise InvalidInput("the ground truth is empty: nothing to click")
         result = session.step(click)
         if observer is not None:
             observer(click, result)
@@ -139,8 +140,8 @@ def evaluate(engine: FocSAMEngine, samples: Sequence[Sample], out_dir: str | Pat
     check_settings(settings, limit)
     check_results_dir(out_dir)
     if settings.encoder_precision != engine.model.encoder_precision:
-        raise ValueError(f"settings say encoder precision {settings.encoder_precision}, the "
-                         f"engine runs {engine.model.encoder_precision}")
+        raise InvalidInput(f"settings say encoder precision {settings.encoder_precision}, the "
+                           f"engine runs {engine.model.encoder_precision}")
     samples = list(samples)[:limit]
     files = ResultFiles(Path(out_dir), settings.mode)
     record = run_record(settings, samples, limit)

@@ -21,6 +21,7 @@ from focsam_onnx.engine.model_dir import ModelDir, open_model_dir
 from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
 from focsam_onnx.engine.prompts import point_list
 from focsam_onnx.engine.roi import Roi, roi_from_logits
+from focsam_onnx.errors import InvalidInput
 
 NO_MASK = np.zeros(LOW_RES_SHAPE, np.float32)
 
@@ -115,8 +116,8 @@ class FocSAMEngine:
     def refine(self, embeddings: np.ndarray, mask_token: np.ndarray, roi: Roi) -> np.ndarray:
         """Original embeddings -> refined (1, 256, 64, 64), focused on `roi`'s windows."""
         if not self.model.has_refiner:
-            raise ValueError(f"{self.model.path} is a plain-SAM export without a refiner; "
-                             "use refine_at=None")
+            raise InvalidInput(f"{self.model.path} is a plain-SAM export without a refiner; "
+                               "use refine_at=None")
         feeds = dict(zip(REFINER.input_names, (embeddings, mask_token, roi.token_mask)))
         (out,) = self.model.sessions["refiner"].run(None, feeds)
         return out

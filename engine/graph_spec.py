@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE, LOW_RES_MASK, PROMPT_DIM
+from focsam_onnx.errors import DamagedData
 
 Dim = int | str
 
@@ -27,7 +28,7 @@ NETWORK_INPUT_SHAPE = (1, 3, IMAGE_SIZE, IMAGE_SIZE)
 ORT_TYPES = {"float32": "tensor(float)", "int64": "tensor(int64)"}
 
 
-class GraphContractError(ValueError):
+class GraphContractError(DamagedData):
     """A graph's inputs or outputs do not match its spec."""
 
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from focsam_onnx.config import FocSAMConfig
 from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION, PRECISIONS
+from focsam_onnx.errors import DamagedData
 
 FORMAT_VERSION = 2  # 2: typed schema, per-file opset and IR version, per-output parity
 MANIFEST = "manifest.json"
 
 
-class ManifestError(ValueError):
+class ManifestError(DamagedData):
     """manifest.json does not follow the schema; the message names the field."""
 
 

@@ -19,11 +19,12 @@ from focsam_onnx.engine.encoder_runtime import (
 from focsam_onnx.engine.graph_spec import DECODER, ENCODER, GRAPHS, GraphContractError, GraphSpec
 from focsam_onnx.engine.manifest import MANIFEST, Manifest, ManifestError
 from focsam_onnx.engine.threads import resolve_threads
+from focsam_onnx.errors import DamagedData, InvalidInput
 
 log = logging.getLogger(__name__)
 
 
-class ModelDirError(ValueError):
+class ModelDirError(DamagedData):
     """The model directory is missing, damaged or of another format: re-export it."""
 
 
@@ -169,8 +170,8 @@ def open_model_dir(path: str | Path, threads: int | None = None, hash_files: boo
     offered = manifest.encoder_precisions
     if encoder_precision not in offered:
         if encoder_precision not in PRECISIONS:
-            raise ValueError(f"encoder precision must be one of {sorted(PRECISIONS)}, "
-                             f"got {encoder_precision!r}")
+            raise InvalidInput(f"encoder precision must be one of {sorted(PRECISIONS)}, "
+                               f"got {encoder_precision!r}")
         raise ModelDirError(f"{path} offers encoder precisions {sorted(offered)}, not "
                             f"{encoder_precision}: export it with `focsam-onnx export "
                             f"--encoder-precision {encoder_precision}` (which runs its quality "

@@ -24,6 +24,7 @@ from focsam_onnx.engine.focsam_engine import NO_MASK
 from focsam_onnx.engine.graph_spec import SAM_DECODER, SAM_ENCODER
 from focsam_onnx.engine.model_dir import ModelDirError, graph_session, read_manifest, verify_files
 from focsam_onnx.engine.prompts import point_list
+from focsam_onnx.errors import InvalidInput
 
 MASK_THRESHOLD = 0.0
 
@@ -64,12 +65,12 @@ class SamPredictor:
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """image: (H, W, 3) uint8 in `image_format` ("RGB" or "BGR") channel order."""
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+            raise InvalidInput(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if (not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3
                 or image.shape[2] != 3 or min(image.shape[:2]) < 1):
-            raise ValueError(f"expected an (H, W, 3) uint8 image, got "
-                             f"{getattr(image, 'shape', type(image).__name__)} of dtype "
-                             f"{getattr(image, 'dtype', None)}")
+            raise InvalidInput(f"expected an (H, W, 3) uint8 image, got "
+                               f"{getattr(image, 'shape', type(image).__name__)} of dtype "
+                               f"{getattr(image, 'dtype', None)}")
         rgb = np.ascontiguousarray(image[..., ::-1] if image_format == "BGR" else image)
         resized = resize_longest_side(rgb)
         (self.features,) = self._encoder.run(
@@ -100,14 +101,14 @@ class SamPredictor:
         if box is not None:
             box = np.asarray(box, np.float64)
             if box.shape not in ((4,), (1, 4)):
-                raise ValueError(f"box must be (4,) (x0, y0, x1, y1), got {box.shape}")
+                raise InvalidInput(f"box must be (4,) (x0, y0, x1, y1), got {box.shape}")
             box = self._to_input_frame(box.reshape(2, 2)).reshape(4)
         has_mask = mask_input is not None
         if has_mask:
             mask_input = np.asarray(mask_input, np.float32)
             if mask_input.shape != (1, 256, 256):
-                raise ValueError(f"mask_input must be (1, 256, 256) low-res logits, "
-                                 f"got {mask_input.shape}")
+                raise InvalidInput(f"mask_input must be (1, 256, 256) low-res logits, "
+                                   f"got {mask_input.shape}")
         point_coords, point_labels = point_list(self._to_input_frame(coords), labels, box)
         feeds = dict(zip(SAM_DECODER.input_names, (
             self.features, point_coords, point_labels,
@@ -124,15 +125,15 @@ class SamPredictor:
                 has_box: bool) -> tuple[np.ndarray, np.ndarray]:
         if point_coords is None:
             if not has_box:
-                raise ValueError("predict needs point_coords (with point_labels) or a box")
+                raise InvalidInput("predict needs point_coords (with point_labels) or a box")
             return np.zeros((0, 2)), np.zeros(0)
         if point_labels is None:
-            raise ValueError("point_labels must be supplied with point_coords")
+            raise InvalidInput("point_labels must be supplied with point_coords")
         coords = np.asarray(point_coords, np.float64)
         labels = np.asarray(point_labels, np.float32)
         if coords.ndim != 2 or coords.shape[1] != 2 or labels.shape != (len(coords),):
-            raise ValueError(f"point_coords must be (N, 2) (x, y) and point_labels (N,), got "
-                             f"{coords.shape} and {labels.shape}")
+            raise InvalidInput(f"point_coords must be (N, 2) (x, y) and point_labels (N,), got "
+                               f"{coords.shape} and {labels.shape}")
         return coords, labels
 
     def _to_input_frame(self, xy: np.ndarray) -> np.ndarray:
@@ -142,4 +143,4 @@ class SamPredictor:
 
     def _require_image(self) -> None:
         if not self.is_image_set:
-            raise ValueError("no image: call set_image(image) before predict")
+            raise InvalidInput("no image: call set_image(image) before predict")

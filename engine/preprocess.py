@@ -8,6 +8,7 @@ import numpy as np
 
 from focsam_onnx.config import IMAGE_SIZE
 from focsam_onnx.engine.resize import resize_bilinear
+from focsam_onnx.errors import InvalidInput
 
 SIZE_DIVISOR = 32
 # The "RGB" ImageNet constants, applied by channel INDEX to a BGR image: channel 0 (Blue) gets
@@ -37,7 +38,7 @@ class ImageGeometry:
         """Geometry of an image of `height` x `width` pixels (spec §1.2-1.3)."""
         height, width = int(height), int(width)
         if height < 1 or width < 1:
-            raise ValueError(f"image size must be positive, got {height}x{width}")
+            raise InvalidInput(f"image size must be positive, got {height}x{width}")
         padded_height = -(-height // SIZE_DIVISOR) * SIZE_DIVISOR
         padded_width = -(-width // SIZE_DIVISOR) * SIZE_DIVISOR
         # Python float64, then floor after +0.5, exactly as upstream.
@@ -92,10 +93,10 @@ def normalize(image_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarra
 
 def _check_image(image_bgr: np.ndarray) -> None:
     if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 numpy image, got {type(image_bgr).__name__} "
-                         f"of dtype {getattr(image_bgr, 'dtype', None)}")
+        raise InvalidInput(f"expected a uint8 numpy image, got {type(image_bgr).__name__} "
+                           f"of dtype {getattr(image_bgr, 'dtype', None)}")
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or min(image_bgr.shape[:2]) < 1:
-        raise ValueError(f"expected an (H, W, 3) BGR image, got shape {image_bgr.shape}")
+        raise InvalidInput(f"expected an (H, W, 3) BGR image, got shape {image_bgr.shape}")
 
 
 def preprocess(image_bgr: np.ndarray) -> tuple[np.ndarray, ImageGeometry]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from focsam_onnx.errors import InvalidInput
+
 log = logging.getLogger(__name__)
 
 
@@ -25,8 +27,8 @@ def resolve_threads(requested: int | None) -> int:
     if requested is None:
         return cores
     if requested < 1:
-        raise ValueError(f"threads must be >= 1 (or left out for all {cores} usable cores), "
-                         f"got {requested}")
+        raise InvalidInput(f"threads must be >= 1 (or left out for all {cores} usable cores), "
+                           f"got {requested}")
     if requested > cores:
         log.warning("%d threads requested but this process may use %d cores; using %d",
                     requested, cores, cores)

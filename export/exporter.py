@@ -16,7 +16,7 @@ from focsam_onnx.engine.graph_spec import GraphSpec
 from focsam_onnx.engine.manifest import Manifest, Source
 from focsam_onnx.export.custom_ops import TRANSLATIONS
 from focsam_onnx.export.manifest import GraphReport, write_manifest
-from focsam_onnx.export.parity import check_parity
+from focsam_onnx.export.parity import ParityError, check_parity
 from focsam_onnx.export.wrappers import GraphExport, graph_exports
 from focsam_onnx.models.focsam import FocSAM
 
@@ -49,7 +49,10 @@ def export_model(model: FocSAM, out_dir: str | Path, source: Source,
         for graph in graph_exports(model):
             if on_graph is not None:
                 on_graph(graph.spec.name)
-            reports.append(export_graph(graph, staging, opset, simplify, external_data_from))
+            try:
+                reports.append(export_graph(graph, staging, opset, simplify, external_data_from))
+            except ParityError as err:
+                raise ParityError(f"{err}; nothing was written to {out_dir}") from None
         if sam_compatible:
             from focsam_onnx.export.sam_pair import export_sam_pair
             from focsam_onnx.export.xanylabeling import write_xanylabeling_config

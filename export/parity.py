@@ -15,9 +15,10 @@ import torch
 
 from focsam_onnx.engine.graph_spec import GraphSpec
 from focsam_onnx.engine.model_dir import ModelDirError, graph_session
+from focsam_onnx.errors import FocSAMError
 
 
-class ParityError(RuntimeError):
+class ParityError(FocSAMError):
     """An exported graph breaks its contract or disagrees with the torch module."""
 
 

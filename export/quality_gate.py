@@ -30,6 +30,7 @@ from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.manifest import GateFigures
 from focsam_onnx.engine.model_dir import ModelDir
 from focsam_onnx.engine.prompts import Click
+from focsam_onnx.errors import FocSAMError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Thresholds:
 THRESHOLDS = Thresholds()
 
 
-class GateError(ValueError):
+class GateError(FocSAMError):
     """A reduced-precision encoder disagrees with fp32 beyond the gate's thresholds."""
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from focsam_onnx.engine.atomic_io import check_writable
 from focsam_onnx.engine.manifest import MANIFEST
+from focsam_onnx.errors import InvalidInput
 
 
 def check_export_target(out_dir: str | Path, force: bool = False) -> None:
@@ -16,12 +17,12 @@ def check_export_target(out_dir: str | Path, force: bool = False) -> None:
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
-        raise ValueError(f"export folder {out_dir} is a file; choose a new or empty folder")
+        raise InvalidInput(f"export folder {out_dir} is a file; choose a new or empty folder")
     if not any(out_dir.iterdir()):
         return
     if not (out_dir / MANIFEST).is_file():
-        raise ValueError(f"export folder {out_dir} holds files but no {MANIFEST} (not an "
-                         "export); choose a new or empty folder")
+        raise InvalidInput(f"export folder {out_dir} holds files but no {MANIFEST} (not an "
+                           "export); choose a new or empty folder")
     if not force:
-        raise ValueError(f"export folder {out_dir} holds an export; pass --force to replace it "
-                         "(it is kept until the new export passed parity) or choose another")
+        raise InvalidInput(f"export folder {out_dir} holds an export; pass --force to replace it "
+                           "(it is kept until the new export passed parity) or choose another")

@@ -37,6 +37,7 @@ from focsam_onnx.config import (
     FocSAMConfig,
     RefinerConfig,
 )
+from focsam_onnx.errors import InvalidInput
 from focsam_onnx.models.focsam import FocSAM, build_model
 
 CheckpointKind = Literal["official_sam", "focsam"]
@@ -55,7 +56,7 @@ _SHOW = 5  # keys listed per problem in an error message
 _BLOCK_KEY = re.compile(r"^(backbone|refine_head)\.blocks\.(\d+)\.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidInput):
     """The file is not a usable FocSAM / SAM checkpoint; the message says why."""
 
 

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from focsam_onnx.errors import require
 from focsam_onnx.serve.auth import is_loopback, new_token
 
 
 def require_serve_extra() -> None:
     """A clear one-line error when the `serve` extra is not installed."""
-    try:
-        import fastapi  # noqa: F401
-        import pycocotools  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as err:
-        raise RuntimeError(f"focsam-onnx serve needs {err.name}: "
-                           "pip install 'focsam-onnx[serve]'") from None
+    for module in ("fastapi", "pycocotools", "uvicorn"):
+        require(module, "focsam-onnx serve", "serve")
 
 
 def page_url(host: str, port: int, token: str | None) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from focsam_onnx.errors import NotFound
+
 SAM_RELEASE = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 
@@ -49,4 +51,4 @@ def find(name: str) -> Checkpoint:
         if entry.name == name:
             return entry
     known = ", ".join(e.name for e in CATALOG)
-    raise ValueError(f"unknown checkpoint {name!r}; known: {known} (or give --url and --sha256)")
+    raise NotFound(f"unknown checkpoint {name!r}; known: {known} (or give --url and --sha256)")

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from focsam_onnx.errors import Unavailable
+
 CHUNK = 1 << 20
 DEFAULT_TIMEOUT_S = 30.0
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -27,7 +29,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 Progress = Callable[[int, int | None], None]  # (bytes so far, total bytes or None)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(Unavailable):
     """The download failed; the message says why and what to do."""
 
 
