@@ -4,6 +4,8 @@ and writing (checked before any slow work, masks losslessly, atomically)."""
 from __future__ import annotations
 
 import hashlib
+import warnings
+from io import BytesIO
 from pathlib import Path
 
 import cv2
@@ -11,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from focsam_onnx.engine.atomic_io import atomic_write, check_writable
-from focsam_onnx.errors import InvalidInput
+from focsam_onnx.errors import InvalidInput, TooLarge
 
 # A mask is exactly 0/255: a lossy format (JPEG, WebP) would blur its edge into grey levels, so
 # mask outputs are refused in those rather than silently converted to another file name.
@@ -22,45 +24,81 @@ class ImageError(InvalidInput):
     """An image file that is missing, unreadable, corrupt, truncated or empty."""
 
 
-def _check_complete(path: Path) -> None:
-    """Raise `ImageError` if Pillow finds the file truncated or corrupt.
+MAX_PIXELS = 64_000_000  # beyond any photo a person labels; a bigger header is a bomb
+
+
+def header_size(source: bytes | Path, what: str) -> tuple[int, int]:
+    """(width, height) from the image header alone, without decoding the pixels; (0, 0) for a
+    format only OpenCV reads (its decode is then checked instead)."""
+    try:
+        with warnings.catch_warnings():  # the caller compares the size with its own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as image:
+                return image.size
+    except Image.DecompressionBombError:
+        raise TooLarge(f"{what} announces an absurd pixel count; refused unread") from None
+    except (UnidentifiedImageError, OSError):
+        return (0, 0)
+
+
+def _check_complete(data: bytes, what: str) -> None:
+    """Raise `ImageError` if Pillow finds the data truncated or corrupt.
 
     OpenCV decodes truncated PNG and JPEG data partially (the missing part comes back grey or
     black) with only a warning, so a second, strict decoder checks the whole stream.
     """
     try:
-        with Image.open(path) as image:
-            image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(BytesIO(data)) as image:
+                image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError):
         # A format OpenCV reads but Pillow does not know, or one Pillow refuses to decode for
         # its size: OpenCV's verdict stands.
         return
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"corrupt or truncated image {path}: {exc}") from exc
+        raise ImageError(f"corrupt or truncated image {what}: {exc}") from exc
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 in **BGR** order (cv2 IMREAD_COLOR semantics).
+def decode_image(data: bytes, what: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode image file bytes as (H, W, 3) uint8 **BGR** (cv2 IMREAD_COLOR semantics, EXIF
+    orientation applied): the one guarded decoder every path uses (CLI, serve, evaluation,
+    embed, SamPredictor). `what` names the image in errors.
 
-    Decodes the file's bytes with `cv2.imdecode`, as upstream's `mmcv.imfrombytes` does, then
-    has Pillow decode it once more to catch truncation (roughly doubling the load time).
+    The header is read first, so a file announcing more than `max_pixels` pixels (a
+    decompression bomb) is refused (TooLarge) before anything is decoded; then OpenCV decodes
+    it, as upstream's `mmcv.imfrombytes` does, and Pillow decodes it once more to catch
+    truncation (roughly doubling the load time). Raises ImageError for empty, undecodable,
+    truncated or zero-size images.
+    """
+    if not data:
+        raise ImageError(f"image file is empty: {what}")
+    width, height = header_size(data, what)
+    if width * height > max_pixels:
+        raise TooLarge(f"{what} has {width}x{height} pixels, over the limit of {max_pixels} "
+                       "pixels")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageError(f"cannot decode image (unknown format or corrupt data): {what}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"decoded image {what} has unusable shape {image.shape}")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise TooLarge(f"{what} has {image.shape[1]}x{image.shape[0]} pixels, over the limit of "
+                       f"{max_pixels} pixels")
+    _check_complete(data, what)
+    return image
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 in **BGR** order (see `decode_image`).
 
     Raises `ImageError` naming `path` if the file is missing, cannot be decoded, is truncated
-    or has zero size.
+    or has zero size, and `TooLarge` over `max_pixels`.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image file not found: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    if data.size == 0:
-        raise ImageError(f"image file is empty: {path}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"cannot decode image (unknown format or corrupt data): {path}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ImageError(f"decoded image {path} has unusable shape {image.shape}")
-    _check_complete(path)
-    return image
+    return decode_image(path.read_bytes(), str(path), max_pixels)
 
 
 def image_content_hash(image: np.ndarray) -> str:

@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from focsam_onnx.serve import error_handlers
 from focsam_onnx.serve.auth import AccessGuard
 from focsam_onnx.serve.labeller import Labeller, LabellerSettings
-from focsam_onnx.serve.routes import images, page, sessions
+from focsam_onnx.serve.routes import images, page, predict, sessions
 
 STATIC = resources.files("focsam_onnx.serve") / "static"
 
@@ -37,6 +37,6 @@ def create_app(settings: LabellerSettings, token: str | None = None) -> FastAPI:
     app.add_middleware(AccessGuard, token=token)
     error_handlers.install(app)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for routes in (page, images, sessions):
+    for routes in (page, images, sessions, predict):
         app.include_router(routes.router)
     return app

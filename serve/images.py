@@ -8,19 +8,17 @@ before anything is decoded (a decompression-bomb guard).
 from __future__ import annotations
 
 import re
-import warnings
 from io import BytesIO
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from focsam_onnx.engine.atomic_io import atomic_write
-from focsam_onnx.engine.image_io import load_image
+from focsam_onnx.engine.image_io import MAX_PIXELS, decode_image, header_size, load_image
 from focsam_onnx.errors import InvalidInput, NotFound, TooLarge
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-MAX_PIXELS = 64_000_000
 # Pillow's format name -> the suffix an upload is saved with (MPO: phone cameras' JPEGs).
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tiff",
                   "WEBP": ".webp"}
@@ -33,17 +31,6 @@ class UnknownImage(NotFound):
 
 class UploadTooLarge(TooLarge):
     """An upload over the size limit."""
-
-
-def header_pixels(source: Path | bytes) -> tuple[int, int]:
-    """(width, height) from the header alone; ValueError if Pillow cannot identify it."""
-    try:
-        with warnings.catch_warnings():  # the caller compares the size with its own limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(BytesIO(source) if isinstance(source, bytes) else source) as image:
-                return image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise InvalidInput(f"not a readable image: {err}") from None
 
 
 class ImageFolder:
@@ -69,14 +56,14 @@ class ImageFolder:
 
     def check(self, path: Path) -> None:
         """Refuse an image whose header announces more than `max_pixels` pixels."""
-        width, height = header_pixels(path)
-        self._check_size(width, height, path.name)
+        width, height = header_size(path, path.name)
+        if width * height > self.max_pixels:
+            raise TooLarge(f"{path.name} has {width}x{height} pixels, over the limit of "
+                           f"{self.max_pixels} pixels")
 
     def load(self, name: str) -> np.ndarray:
         """(H, W, 3) uint8 BGR, EXIF orientation applied: the pixels the engine segments."""
-        path = self.path(name)
-        self.check(path)
-        return load_image(path)
+        return load_image(self.path(name), self.max_pixels)
 
     def save_upload(self, filename: str, data: bytes) -> str:
         """Validate an uploaded image and add it to the folder under a fresh, safe name."""
@@ -85,31 +72,17 @@ class ImageFolder:
                                  f"{self.max_upload_bytes} bytes")
         if not data:
             raise InvalidInput("the upload is empty")
-        width, height = header_pixels(data)
-        self._check_size(width, height, filename)
+        decode_image(data, repr(filename), self.max_pixels)  # the engine's own guarded decoder
         with Image.open(BytesIO(data)) as image:
-            suffix = _FORMAT_SUFFIX.get(image.format or "", "")
-            try:
-                image.load()  # the whole stream, so a truncated file is refused here
-            except (OSError, SyntaxError, ValueError) as err:
-                raise InvalidInput(f"corrupt or truncated image {filename!r}: {err}") from None
+            kind = image.format or ""
+        suffix = _FORMAT_SUFFIX.get(kind, "")
         if not suffix:
-            raise InvalidInput(f"{filename!r} is a {image.format} image; accepted: "
-                             f"{', '.join(sorted(set(_FORMAT_SUFFIX)))}")
+            raise InvalidInput(f"{filename!r} is a {kind} image; accepted: "
+                               f"{', '.join(sorted(set(_FORMAT_SUFFIX)))}")
         stem = _UNSAFE.sub("_", Path(filename).stem).strip("._") or "upload"
         name, n = f"{stem}{suffix}", 1
         while (self.root / name).exists():
             n += 1
             name = f"{stem}_{n}{suffix}"
         atomic_write(self.root / name, data)
-        try:
-            load_image(self.root / name)  # the engine's own decoder must read it too
-        except InvalidInput:
-            (self.root / name).unlink(missing_ok=True)
-            raise
         return name
-
-    def _check_size(self, width: int, height: int, name: str) -> None:
-        if width * height > self.max_pixels:
-            raise TooLarge(f"{name} has {width}x{height} pixels, over the limit of "
-                           f"{self.max_pixels} pixels")

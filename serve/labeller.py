@@ -35,7 +35,9 @@ from focsam_onnx.engine.click_session import (
     resolve_refine_at,
 )
 from focsam_onnx.engine.focsam_engine import EncodedImage, FocSAMEngine
+from focsam_onnx.engine.image_io import decode_image
 from focsam_onnx.engine.prompts import Prompt
+from focsam_onnx.engine.replay_cache import DEFAULT_BUDGET_BYTES, ReplayCache, Replayed
 from focsam_onnx.errors import FocSAMError, InvalidInput, NotFound, Unavailable
 from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
 from focsam_onnx.serve.encoder_queue import EncoderQueue
@@ -46,6 +48,7 @@ T = TypeVar("T")
 
 MAX_SESSIONS = 256  # each holds up to a few embeddings-sized arrays
 MAX_OPEN_IMAGES = 8
+MAX_STATELESS_IMAGES = 32  # encoded images the predict endpoint keeps (4 MB of embeddings each)
 ENGINE_WORKERS = 4  # encodes and clicks in flight at once (the locks below order the work)
 
 
@@ -59,6 +62,7 @@ class LabellerSettings:
     encoder_precision: str = "fp32"  # one the export offers (export --encoder-precision)
     prefetch: int = 3  # images after the opened one to pre-encode; 0: none
     max_upload_bytes: int = 50 << 20
+    replay_cache_bytes: int = DEFAULT_BUDGET_BYTES  # the predict endpoint's prefix cache
     refine_at: RefineAt = "upstream"
 
 
@@ -117,6 +121,8 @@ class Labeller:
         self._images: OrderedDict[str, OpenImage] = OrderedDict()
         self._sessions: OrderedDict[str, ObjectSession] = OrderedDict()
         self._encode_seconds: deque[float] = deque(maxlen=5)
+        self.replays = ReplayCache(settings.replay_cache_bytes)
+        self._stateless: OrderedDict[str, EncodedImage] = OrderedDict()  # by hash and by name
 
     def start(self) -> None:
         if self.queue is not None:
@@ -257,6 +263,49 @@ class Labeller:
                 with live.lock:  # after a click in flight, so that none saves after the delete
                     live.closed = True
         self.store.delete(name, object_id)
+
+    # the stateless predict endpoint
+
+    def add_image_bytes(self, data: bytes) -> EncodedImage:
+        """Decode and encode an uploaded image for `predict`, which then names it by hash."""
+        bgr = decode_image(data, "the uploaded image", self.folder.max_pixels)
+        return self._remember(self._encode_now(bgr))
+
+    def predict(self, image: str, prompts: list[Prompt], refine_at: RefineAt) -> Replayed:
+        """The mask of `prompts` on `image` (an uploaded image's hash or a folder image's name),
+        exactly as a session given the same prompts in order, from the replay cache."""
+        encoded = self._stateless_image(image)
+        with self._click_lock:
+            return self.replays.replay(self.engine, encoded, prompts, refine_at)
+
+    def _stateless_image(self, ref: str) -> EncodedImage:
+        with self._lock:
+            encoded = self._stateless.get(ref)
+            if encoded is not None:
+                self._stateless.move_to_end(ref)
+                return encoded
+        if ref not in self.folder.names():
+            raise NotFound(f"no image with hash or name {ref!r}: upload it with POST "
+                           "/api/predict/images (or name an image of GET /api/images)")
+        encoded = self._encode_now(self.folder.load(ref))
+        with self._lock:
+            self._stateless[ref] = encoded
+        return self._remember(encoded)
+
+    def _encode_now(self, bgr: np.ndarray) -> EncodedImage:
+        with self._encode_lock:
+            encoded = self.engine.open_image(bgr)
+        if not encoded.from_cache:
+            self._encode_seconds.append(encoded.seconds)
+        return encoded
+
+    def _remember(self, encoded: EncodedImage) -> EncodedImage:
+        with self._lock:
+            self._stateless[encoded.image_hash] = encoded
+            self._stateless.move_to_end(encoded.image_hash)
+            while len(self._stateless) > MAX_STATELESS_IMAGES:
+                self._stateless.popitem(last=False)
+        return encoded
 
     def encoding_in_background(self) -> bool:
         return self.queue is not None and self.queue.busy

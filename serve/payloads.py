@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 
 import numpy as np
@@ -11,13 +10,13 @@ from focsam_onnx.engine.click_session import ClickResult
 from focsam_onnx.engine.prompts import prompts_to_json
 from focsam_onnx.serve.annotations import SavedObject
 from focsam_onnx.serve.labeller import Labeller, ObjectSession, OpenImage
+from focsam_onnx.serve.mask_formats import encode_mask
 
 
 def mask_json(mask: np.ndarray) -> dict:
     """An (H, W) bool mask as row-major bits, most significant first, base64: H*W/8 bytes
     whatever the mask looks like (run lengths explode on a random-weights model's noise)."""
-    bits = base64.b64encode(np.packbits(mask.ravel()).tobytes()).decode("ascii")
-    return {"height": int(mask.shape[0]), "width": int(mask.shape[1]), "bits": bits}
+    return encode_mask(mask, "bits")
 
 
 def result_json(result: ClickResult | None) -> dict | None:
