@@ -69,6 +69,7 @@ STAGE_GROUPS = (
     StageGroup("decoder", stages.decoder_stages, "stages"),
     StageGroup("refiner", stages.refiner_stages, "stages"),
     StageGroup("20-click session", stages.session_stages, "stages"),
+    StageGroup("stateless click vs session click", stages.stateless_stages, "stages"),
     StageGroup("refine click vs the unrewritten graphs", stages.refine_click_stages, "stages",
                lambda b: (b.reference,)),
     StageGroup("decoder to the image vs segment-anything's single-mask decoder",

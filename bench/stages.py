@@ -160,6 +160,48 @@ def session_stages(s: Settings) -> dict:
     return out
 
 
+STATELESS_STEPS = (3, 10, 20)  # the k-th prompt of a growing list (after the refine step)
+
+
+def stateless_stages(s: Settings) -> dict:
+    """The k-th click through the stateless replay cache (its k - 1 prefix cached), interleaved
+    with the same click on a session in the same state; and a cold list of SESSION_CLICKS."""
+    from focsam_onnx.engine.click_session import ClickSession
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
+    from focsam_onnx.engine.prompts import Click
+    from focsam_onnx.engine.replay_cache import ReplayCache
+
+    image, _ = synthetic_scene()
+    engine = FocSAMEngine.open(s.model_dir, s.threads)
+    encoded = engine.open_image(image)
+    rng = np.random.default_rng(s.seed)
+    height, width = image.shape[:2]
+    prompts = [Click(int(rng.integers(width)), int(rng.integers(height)), i % 3 != 1)
+               for i in range(SESSION_CLICKS)]
+    out = {}
+    for k in STATELESS_STEPS:
+        cache = ReplayCache()
+        cache.replay(engine, encoded, prompts[:k - 1])  # the prefix, as earlier requests left it
+        before = ClickSession(engine, encoded)
+        before.replay(prompts[:k - 1])
+        state = before.state()
+
+        def stateless(k=k, cache=cache) -> None:
+            cache.replay(engine, encoded, prompts[:k])
+            cache.discard(engine, encoded, prompts[:k])
+
+        def session(k=k, state=state) -> None:
+            ClickSession.resume(engine, encoded, state).add(prompts[k - 1])
+
+        system_info.reset_peak_rss()
+        times = interleaved([stateless, session], s.warmup, s.repeats)
+        out[f"stateless_click_{k}"] = _pair_entry(*times, "session")
+    out["stateless_cold_list"] = measure(lambda: ReplayCache().replay(engine, encoded, prompts),
+                                         s.warmup, s.repeats)
+    out["stateless_cold_list"]["prompts"] = len(prompts)
+    return out
+
+
 def _run_session(engine, encoded, gt: np.ndarray, seed: int) -> list[dict]:
     """One object, SESSION_CLICKS simulated clicks; returns each step's timings (ms). Only the
     steps are timed (the click simulator's distance transforms stand in for a user): the

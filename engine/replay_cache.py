@@ -83,6 +83,17 @@ class ReplayCache:
             self._put(base + (prompts[:k + 1],), session.state())
         return Replayed(session.result, len(prompts), cached)
 
+    def discard(self, engine: FocSAMEngine, image: EncodedImage, prompts: Sequence[Prompt],
+                refine_at: RefineAt = "upstream") -> None:
+        """Forget the state of exactly this prompt list (its prefixes stay)."""
+        step = resolve_refine_at(refine_at, engine.model.has_refiner)
+        key = (engine.model.model_id, engine.model.encoder_precision, image.image_hash, step,
+               tuple(prompts))
+        with self._lock:
+            state = self._states.pop(key, None)
+            if state is not None:
+                self._bytes -= self._cost(state, -1)
+
     def clear(self) -> None:
         with self._lock:
             self._states.clear()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from focsam_onnx.bench import cases, exports, isolated, measure, report, system_info
+from focsam_onnx.bench import stages as stages_module
 from focsam_onnx.engine.graph_spec import DECODER
 from focsam_onnx.engine.model_dir import read_manifest
 from focsam_onnx.engine.roi import selected_windows
@@ -89,7 +90,10 @@ def test_ratios_divide_p50s_and_average_over_counts():
     stages.update({f"refine_click_{k}_window" + ("s" if k > 1 else ""):
                    {**_entry(9.0), "interleaved_vs_reference": 0.1 * k}
                    for k in cases.REFINE_CLICK_WINDOWS})
+    stages.update({f"stateless_click_{k}": {**_entry(5.0), "interleaved_vs_session": r}
+                   for k, r in zip(stages_module.STATELESS_STEPS, (1.0, 1.1, 1.2))})
     ratios = report.compute_ratios(stages, baselines)
+    assert ratios["stateless_click_vs_session"] == pytest.approx(1.1)
     assert ratios["decoder_vs_sam_onnx_decoder"] == pytest.approx((0.5 + 0.6 + 0.9) / 3)
     assert ratios["refine_click_4_windows_vs_reference"] == pytest.approx(0.4)
     assert ratios["refine_click_16_windows_vs_reference"] == pytest.approx(1.6)
@@ -293,6 +297,8 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
                for n in cases.DECODER_CLICKS}
     stages |= {f"refine_click_{k}_window" + ("s" if k > 1 else "")
                for k in cases.REFINE_CLICK_WINDOWS}
+    stages |= {f"stateless_click_{k}" for k in stages_module.STATELESS_STEPS}
+    stages |= {"stateless_cold_list"}
     assert set(data["stages"]) == stages
     baselines = {"torch_encoder", "simpleclick_vit_h_proxy"}
     for n in cases.DECODER_CLICKS:
@@ -303,7 +309,7 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
     assert set(data["baselines"]) == baselines
     assert {"decoder_vs_sam_onnx_decoder", "refine_click_4_windows_vs_reference",
             "decoder_graph_vs_sam_onnx_decoder_4_masks_interleaved",
-            "interaction_vs_simpleclick_vit_h",
+            "interaction_vs_simpleclick_vit_h", "stateless_click_vs_session",
             "encoder_ort_vs_torch"} <= set(data["ratios"])
     for entry in [*data["stages"].values(), *data["baselines"].values()]:
         assert {"p50_ms", "p90_ms", "peak_mb"} <= set(entry)
