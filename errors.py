@@ -53,6 +53,12 @@ class Unavailable(FocSAMError):
     http_status = 503
 
 
+class Busy(Unavailable):
+    """A bounded resource is full of live work (sessions, queued requests): retry later."""
+
+    http_status = 429
+
+
 class MissingExtra(Unavailable, ValueError):
     """An optional dependency is not installed; the message names the extra."""
 

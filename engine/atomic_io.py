@@ -40,6 +40,19 @@ def check_writable(path: str | Path, what: str) -> None:
         raise InvalidInput(f"{what} {path}: {existing} is not writable")
 
 
+def probe_writable(folder: str | Path, what: str) -> None:
+    """Create `folder` if needed and write and remove a file in it; InvalidInput saying why not
+    (a read-only file system or missing permission passes a mode check as root, not this)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise InvalidInput(f"{what} {folder} is not writable ({err.strerror or err}); choose "
+                           "a folder this user can write to") from None
+
+
 @contextmanager
 def staged_folder(target: str | Path) -> Iterator[Path]:
     """Build a folder beside `target` and swap it in for `target` only if the block succeeds.

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from focsam_onnx.engine.atomic_io import atomic_write
+from focsam_onnx.engine.atomic_io import atomic_write, probe_writable
 from focsam_onnx.engine.prompts import Prompt, prompts_from_json, prompts_to_json
 from focsam_onnx.errors import DamagedData, InvalidInput, NotFound, require
 
@@ -85,7 +85,7 @@ class AnnotationStore:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        probe_writable(self.out, "the labels folder (--out)")
         self._lock = threading.Lock()
         self._images: dict[str, _ImageLabels] = {}
 

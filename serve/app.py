@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from focsam_onnx.serve import error_handlers
 from focsam_onnx.serve.auth import AccessGuard
+from focsam_onnx.serve.body_limit import JsonBodyLimit
 from focsam_onnx.serve.labeller import Labeller, LabellerSettings
 from focsam_onnx.serve.routes import images, page, predict, sessions
 
@@ -34,8 +35,12 @@ def create_app(settings: LabellerSettings, token: str | None = None) -> FastAPI:
                   description="Interactive segmentation with FocSAM: open an image, click, "
                               "and the masks are saved under the server's --out folder.")
     app.state.labeller = labeller
-    app.add_middleware(AccessGuard, token=token)
     error_handlers.install(app)
+    # Outermost last: the guard, then the catch-all for bugs, then the body limit (whose own
+    # refusal must reach the client as a 413, not be caught as a bug).
+    app.add_middleware(JsonBodyLimit)
+    app.add_middleware(error_handlers.AnswerBugsWith500)
+    app.add_middleware(AccessGuard, token=token)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     for routes in (page, images, sessions, predict):
         app.include_router(routes.router)

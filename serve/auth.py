@@ -1,5 +1,10 @@
 """Who may talk to the server: a token on non-loopback hosts, loopback Host names otherwise.
 
+Whatever the host, a request that changes state (any method but GET, HEAD, OPTIONS) from a web
+page of another origin is refused: browsers say where a request comes from (`Sec-Fetch-Site`,
+`Origin`), and another site, or another port of 127.0.0.1, is not this server's page. Clients
+that are not browsers send neither header and pass.
+
 With a token (required when the server listens beyond loopback, as Jupyter does) every request
 carries it: `Authorization: Bearer T`, an `X-FocSAM-Token: T` header, `?token=T` (which also sets
 a cookie, so the page's own requests carry it) or that cookie. Without one, only requests whose
@@ -11,12 +16,13 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 
 COOKIE = "focsam_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def is_loopback(host: str) -> bool:
@@ -39,6 +45,18 @@ def _hostname(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
+def foreign_origin(headers: Headers) -> str | None:
+    """Where a cross-origin browser request comes from, or None for this server's own page and
+    for clients that are not browsers."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"a {site} page ({headers.get('origin', 'origin not sent')})"
+    origin = headers.get("origin")
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc != headers.get("host")):
+        return f"the page at {origin}"
+    return None
+
+
 class AccessGuard:
     """ASGI middleware: refuses a request with 401/403 and a message, or passes it on."""
 
@@ -50,6 +68,11 @@ class AccessGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
+        if scope["method"] not in SAFE_METHODS and (origin := foreign_origin(headers)):
+            response = JSONResponse({"detail": f"refused: a request from {origin} may not change "
+                                     "this server's state; use the page it serves"},
+                                    status_code=403)
+            return await response(scope, receive, send)
         if self.token is None:
             if not is_loopback(_hostname(headers.get("host", ""))):
                 response = JSONResponse({"detail": "this server answers only requests to a "

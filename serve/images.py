@@ -18,6 +18,7 @@ from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.image_io import MAX_PIXELS, decode_image, header_size, load_image
 from focsam_onnx.errors import InvalidInput, NotFound, TooLarge
 
+MAX_NAME_CHARS = 200  # file systems take 255 bytes; room for a suffix and a counter
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Pillow's format name -> the suffix an upload is saved with (MPO: phone cameras' JPEGs).
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tiff",
@@ -45,9 +46,11 @@ class ImageFolder:
         self.max_upload_bytes = max_upload_bytes
 
     def names(self) -> list[str]:
+        """The folder's image files; a symlink that leads out of the folder is none of them."""
+        root = self.root.resolve()
         return sorted(p.name for p in self.root.iterdir()
                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-                      and p.is_file())
+                      and p.is_file() and p.resolve().is_relative_to(root))
 
     def path(self, name: str) -> Path:
         if name not in self.names():
@@ -72,6 +75,9 @@ class ImageFolder:
                                  f"{self.max_upload_bytes} bytes")
         if not data:
             raise InvalidInput("the upload is empty")
+        if len(filename) > MAX_NAME_CHARS:
+            raise InvalidInput(f"the upload's file name has {len(filename)} characters; at most "
+                               f"{MAX_NAME_CHARS}")
         decode_image(data, repr(filename), self.max_pixels)  # the engine's own guarded decoder
         with Image.open(BytesIO(data)) as image:
             kind = image.format or ""

@@ -38,7 +38,7 @@ from focsam_onnx.engine.focsam_engine import EncodedImage, FocSAMEngine
 from focsam_onnx.engine.image_io import decode_image
 from focsam_onnx.engine.prompts import Prompt
 from focsam_onnx.engine.replay_cache import DEFAULT_BUDGET_BYTES, ReplayCache, Replayed
-from focsam_onnx.errors import FocSAMError, InvalidInput, NotFound, Unavailable
+from focsam_onnx.errors import Busy, FocSAMError, InvalidInput, NotFound, Unavailable
 from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
 from focsam_onnx.serve.encoder_queue import EncoderQueue
 from focsam_onnx.serve.images import ImageFolder
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_SESSIONS = 256  # each holds up to a few embeddings-sized arrays
+SESSION_IDLE_S = 600.0  # a session unused this long may make room for a new one
 MAX_OPEN_IMAGES = 8
 MAX_STATELESS_IMAGES = 32  # encoded images the predict endpoint keeps (4 MB of embeddings each)
 ENGINE_WORKERS = 4  # encodes and clicks in flight at once (the locks below order the work)
@@ -208,10 +209,20 @@ class Labeller:
                 session.replay(saved.prompts)
         live = ObjectSession(secrets.token_urlsafe(18), name, object_id, session)
         with self._lock:
+            self._make_room_for_a_session()
             self._sessions[live.id] = live
-            while len(self._sessions) > MAX_SESSIONS:
-                self._sessions.popitem(last=False)
         return live
+
+    def _make_room_for_a_session(self) -> None:
+        """Drop idle sessions while the table is full; a live one is never evicted: when all
+        are live, the new one is refused (429) rather than someone's work lost."""
+        idle_since = time.monotonic() - SESSION_IDLE_S
+        while len(self._sessions) >= MAX_SESSIONS:
+            oldest = next(iter(self._sessions.values()))  # least recently used first
+            if oldest.last_used > idle_since:
+                raise Busy(f"{MAX_SESSIONS} object sessions are in use; close some tabs or "
+                           f"retry once one has been idle for {SESSION_IDLE_S:.0f} s")
+            self._sessions.popitem(last=False)
 
     def session(self, session_id: str) -> ObjectSession:
         with self._lock:

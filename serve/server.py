@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 from focsam_onnx.errors import require
 from focsam_onnx.serve.auth import is_loopback, new_token
@@ -16,7 +17,7 @@ def require_serve_extra() -> None:
 
 def page_url(host: str, port: int, token: str | None) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    return f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
 
 
 def run_server(settings, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,

@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from focsam_onnx.serve.annotations import mask_file
 from focsam_onnx.serve.images import UploadTooLarge
 from focsam_onnx.serve.payloads import object_json, status_json
-from focsam_onnx.serve.routes import LabellerDep
+from focsam_onnx.serve.routes import LabellerDep, errors
 
 router = APIRouter(prefix="/api")
 PNG = {200: {"content": {"image/png": {}}}}
@@ -16,7 +16,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
-@router.get("/images")
+@router.get("/images", responses=errors(409))
 def list_images(labeller: LabellerDep):
     """The folder's images, with their saved object counts."""
     return {"images": [{"name": n, "objects": len(labeller.store.objects(n))}
@@ -24,7 +24,7 @@ def list_images(labeller: LabellerDep):
             "background": labeller.queue.snapshot() if labeller.queue else None}
 
 
-@router.post("/images", openapi_extra=UPLOAD_BODY)
+@router.post("/images", openapi_extra=UPLOAD_BODY, responses=errors(400, 413, 422))
 async def upload_image(labeller: LabellerDep, request: Request, filename: str = "upload.png"):
     """Add an image to the folder: the raw file as the body, `?filename=` its name."""
     limit = labeller.folder.max_upload_bytes
@@ -39,32 +39,33 @@ async def upload_image(labeller: LabellerDep, request: Request, filename: str = 
     return {"image": labeller.folder.save_upload(filename, bytes(data))}
 
 
-@router.post("/images/{name}/open")
+@router.post("/images/{name}/open", responses=errors(404))
 def open_image(labeller: LabellerDep, name: str):
     """Start encoding the image (in the background) and pre-encoding the next ones."""
     return status_json(labeller, labeller.open(name))
 
 
-@router.get("/images/{name}/status")
+@router.get("/images/{name}/status", responses=errors(404))
 def image_status(labeller: LabellerDep, name: str):
     """Encoding state: encoding | ready | error, elapsed and expected seconds."""
     return status_json(labeller, labeller.status(name))
 
 
-@router.get("/images/{name}/image", response_class=Response, responses=PNG)
+@router.get("/images/{name}/image", response_class=Response,
+            responses={**PNG, **errors(400, 404, 413)})
 def image_pixels(labeller: LabellerDep, name: str):
     """The pixels the engine segments (EXIF orientation applied), as PNG."""
     return Response(labeller.image_png(name), media_type="image/png")
 
 
-@router.get("/images/{name}/objects")
+@router.get("/images/{name}/objects", responses=errors(404, 409, 422))
 def list_objects(labeller: LabellerDep, name: str, masks: bool = True):
     """The saved objects of the image (masks as base64 row-major bits)."""
     return {"image": name, "objects": [object_json(o, masks) for o in labeller.objects(name)]}
 
 
 @router.get("/images/{name}/objects/{object_id}/mask.png", response_class=Response,
-            responses=PNG)
+            responses={**PNG, **errors(404, 409, 422)})
 def object_mask(labeller: LabellerDep, name: str, object_id: int):
     """A saved object's mask: PNG at the original size, 255 object, 0 background."""
     labeller.folder.path(name)
@@ -73,7 +74,7 @@ def object_mask(labeller: LabellerDep, name: str, object_id: int):
     return Response(path.read_bytes(), media_type="image/png")
 
 
-@router.delete("/images/{name}/objects/{object_id}")
+@router.delete("/images/{name}/objects/{object_id}", responses=errors(404, 409, 422))
 def delete_object(labeller: LabellerDep, name: str, object_id: int):
     """Delete a saved object (its PNG and its entry in annotations.json)."""
     labeller.folder.path(name)
@@ -81,7 +82,7 @@ def delete_object(labeller: LabellerDep, name: str, object_id: int):
     return {"deleted": object_id}
 
 
-@router.get("/annotations")
+@router.get("/annotations", responses=errors(409))
 def annotations(labeller: LabellerDep):
     """COCO-style annotations of the whole folder (RLE masks, plus the prompts)."""
     return labeller.store.coco(labeller.folder.names())

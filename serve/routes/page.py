@@ -7,7 +7,7 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from focsam_onnx.serve.routes import LabellerDep
+from focsam_onnx.serve.routes import LabellerDep, errors
 
 router = APIRouter()
 INDEX = resources.files("focsam_onnx.serve") / "static" / "index.html"
@@ -18,7 +18,7 @@ def page():
     return FileResponse(str(INDEX), headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/api/health")
+@router.get("/api/health", responses=errors())
 def health(labeller: LabellerDep):
     """The model being served."""
     model = labeller.engine.model

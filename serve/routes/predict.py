@@ -19,7 +19,7 @@ from focsam_onnx.engine.replay_cache import MAX_PROMPTS
 from focsam_onnx.errors import InvalidInput
 from focsam_onnx.serve.images import UploadTooLarge
 from focsam_onnx.serve.mask_formats import MaskFormat, encode_mask
-from focsam_onnx.serve.routes import LabellerDep
+from focsam_onnx.serve.routes import LabellerDep, errors
 
 router = APIRouter(prefix="/api/predict", tags=["stateless"])
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {
@@ -53,7 +53,7 @@ class PredictIn(BaseModel):
                                                        "or bits (packed, base64).")
 
 
-@router.post("/images", openapi_extra=UPLOAD_BODY)
+@router.post("/images", openapi_extra=UPLOAD_BODY, responses=errors(400, 413))
 async def upload(labeller: LabellerDep, request: Request):
     """Decode and encode an image (the raw file as the body); answers its content hash."""
     limit = labeller.folder.max_upload_bytes
@@ -68,7 +68,7 @@ async def upload(labeller: LabellerDep, request: Request):
             "height": geometry.height, "from_cache": encoded.from_cache}
 
 
-@router.post("")
+@router.post("", responses=errors(400, 404, 413, 422, 503))
 async def predict(labeller: LabellerDep, body: PredictIn):
     """The mask of the ordered prompts, the decoder's IoU estimate, and whether it was decoded
     on the refined embeddings (the refiner ran for this object at its refine step)."""

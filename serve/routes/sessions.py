@@ -12,7 +12,7 @@ from focsam_onnx.engine.prompts import Box, Click
 from focsam_onnx.errors import InvalidInput
 from focsam_onnx.serve.click_events import prompt_stream
 from focsam_onnx.serve.payloads import session_json
-from focsam_onnx.serve.routes import LabellerDep
+from focsam_onnx.serve.routes import LabellerDep, errors
 
 router = APIRouter(prefix="/api/sessions")
 NDJSON = {200: {"content": {"application/x-ndjson": {}}}}
@@ -37,20 +37,20 @@ class BoxIn(BaseModel):
     y1: float = Field(description="Bottom edge (> y0, <= height).")
 
 
-@router.post("")
+@router.post("", responses=errors(400, 404, 409, 413, 422, 429, 503))
 async def new_session(labeller: LabellerDep, body: NewSession):
     """A session on a new object, or on a saved one (`object_id`)."""
     live = await labeller.run(labeller.new_session, body.image, body.object_id)
     return session_json(live)
 
 
-@router.get("/{session_id}")
+@router.get("/{session_id}", responses=errors(404))
 def get_session(labeller: LabellerDep, session_id: str):
     """The session's prompts and current result."""
     return session_json(labeller.session(session_id))
 
 
-@router.post("/{session_id}/clicks", responses=NDJSON)
+@router.post("/{session_id}/clicks", responses={**NDJSON, **errors(400, 404, 409, 413, 422)})
 async def add_click(labeller: LabellerDep, session_id: str, click: ClickIn):
     """Add a click. Answers newline-delimited JSON: on the refine step an `interim` event
     (the unrefined mask), then the `final` event, then `saved` once the mask and
@@ -59,14 +59,14 @@ async def add_click(labeller: LabellerDep, session_id: str, click: ClickIn):
                                Click(click.x, click.y, click.positive))
 
 
-@router.post("/{session_id}/box", responses=NDJSON)
+@router.post("/{session_id}/box", responses={**NDJSON, **errors(400, 404, 409, 413, 422)})
 async def set_box(labeller: LabellerDep, session_id: str, box: BoxIn):
     """Set (or replace) the object's box; answers like a click."""
     return await prompt_stream(labeller, labeller.session(session_id),
                                Box(box.x0, box.y0, box.x1, box.y1))
 
 
-@router.post("/{session_id}/undo")
+@router.post("/{session_id}/undo", responses=errors(400, 404, 409))
 async def undo(labeller: LabellerDep, session_id: str):
     """Undo the last prompt (400 when there is none); answers the session's new state."""
     live = labeller.session(session_id)
@@ -74,7 +74,7 @@ async def undo(labeller: LabellerDep, session_id: str):
     return session_json(live)
 
 
-@router.post("/{session_id}/reset")
+@router.post("/{session_id}/reset", responses=errors(404, 409))
 async def reset(labeller: LabellerDep, session_id: str):
     """Remove every prompt of the object (its saved mask too); the session stays."""
     live = labeller.session(session_id)
@@ -83,7 +83,7 @@ async def reset(labeller: LabellerDep, session_id: str):
 
 
 @router.get("/{session_id}/mask.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}})
+            responses={200: {"content": {"image/png": {}}}, **errors(400, 404)})
 def session_mask(labeller: LabellerDep, session_id: str):
     """The session's current mask as PNG (255/0, original size)."""
     result = labeller.session(session_id).session.result

@@ -16,6 +16,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from focsam_onnx.engine.image_io import load_image  # noqa: E402
+from focsam_onnx.errors import InvalidInput  # noqa: E402
 from focsam_onnx.serve.annotations import SavedObject  # noqa: E402
 from focsam_onnx.serve.app import create_app  # noqa: E402
 from focsam_onnx.serve.labeller import LabellerSettings  # noqa: E402
@@ -261,6 +262,24 @@ def test_loopback_server_refuses_other_host_names(client):
     assert client.get("/api/images", headers={"Host": "localhost:8000"}).is_success
 
 
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://127.0.0.1:9999"},  # another port of loopback: another origin
+    {"Origin": "null"},  # a sandboxed frame or a file:// page
+    {"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+def test_other_origins_may_not_change_state(client, images_dir, headers):
+    png = (images_dir / "a_shapes.png").read_bytes()
+    upload = client.post("/api/images?filename=x.png", content=png,
+                         headers={"Content-Type": "text/plain", **headers})
+    assert upload.status_code == 403 and "may not change" in upload.json()["detail"]
+    assert client.post("/api/images/a_shapes.png/open", headers=headers).status_code == 403
+    assert not (images_dir / "x.png").exists()
+    assert client.get("/api/images", headers=headers).is_success  # reading is not changing
+    own = {"Origin": "http://127.0.0.1", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/api/images/a_shapes.png/open", headers=own).is_success
+
+
 def test_concurrent_sessions_are_isolated(client, images_dir, engine_mask):
     open_ready(client, "a_shapes.png")
     plans = [CLICKS, [(30, 200, True), (250, 40, False), (100, 100, True)]]
@@ -368,3 +387,42 @@ def test_an_engine_failure_is_a_500_with_an_error_id_in_the_log(client, caplog):
     assert all(r.exc_info and "not aligned" in str(r.exc_info[1]) for r in logged)
     # the session is as it was: the next click works
     assert [e["event"] for e in click(client, sid, *CLICKS[1])][-1] == "saved"
+
+
+def test_names_and_limits(client, images_dir, tmp_path):
+    png = (images_dir / "a_shapes.png").read_bytes()
+    long_name = client.post(f"/api/images?filename={'n' * 5000}.png", content=png)
+    assert long_name.status_code == 400 and "characters" in long_name.json()["detail"]
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(png)
+    (images_dir / "link.png").symlink_to(outside)
+    names = [i["name"] for i in client.get("/api/images").json()["images"]]
+    assert "link.png" not in names
+    assert client.get("/api/images/link.png/image").status_code == 404
+    huge = client.post("/api/sessions", content=b'{"image": "' + b"a" * (2 << 20) + b'"}',
+                       headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and "at most" in huge.json()["detail"]
+
+
+def test_sessions_are_bounded_and_live_ones_never_evicted(client, monkeypatch):
+    from focsam_onnx.serve import labeller as labeller_module
+
+    monkeypatch.setattr(labeller_module, "MAX_SESSIONS", 3)
+    open_ready(client, "a_shapes.png")
+    ids = [client.post("/api/sessions", json={"image": "a_shapes.png"}).json()["session_id"]
+           for _ in range(3)]
+    full = client.post("/api/sessions", json={"image": "a_shapes.png"})
+    assert full.status_code == 429 and "in use" in full.json()["detail"]
+    assert all(client.get(f"/api/sessions/{sid}").is_success for sid in ids)
+    monkeypatch.setattr(labeller_module, "SESSION_IDLE_S", 0.0)  # now every one is idle
+    assert client.post("/api/sessions", json={"image": "a_shapes.png"}).is_success
+    assert client.get(f"/api/sessions/{ids[0]}").status_code == 404  # the oldest idle one
+
+
+def test_the_labels_folder_must_be_writable_at_start(tiny_model_dir, images_dir, tmp_path):
+    """Checked by writing, not by mode bits (root passes those; a read-only mount does not)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(InvalidInput, match="labels folder .* is not writable"):
+        create_app(LabellerSettings(model=tiny_model_dir, images=images_dir,
+                                    out=blocker / "labels", threads=1, prefetch=0))
