@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 from focsam_onnx import __version__
 from focsam_onnx.config import VARIANT_NAMES
-from focsam_onnx.errors import FocSAMError, InvalidInput
+from focsam_onnx.errors import FocSAMError, InvalidInput, require
 
 if TYPE_CHECKING:
     from focsam_onnx.engine.prompts import Box, Click, Prompt
@@ -139,6 +139,8 @@ def export(
         fail("give exactly one of --ckpt PATH or --random-init VARIANT")
     if ckpt is not None and not ckpt.is_file():
         fail(f"checkpoint {ckpt} not found")
+    for module in ("torch", "onnx", "onnxscript"):
+        require(module, "focsam-onnx export", "export")
     from focsam_onnx.config import get_variant
     from focsam_onnx.export.target import check_export_target
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from focsam_onnx.cli import app, parse_clicks
 from focsam_onnx.engine.model_dir import read_manifest
+from focsam_onnx.engine.prompts import Click
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -105,7 +106,7 @@ def test_malformed_clicks(text, message):
 
 def test_click_labels_and_order():
     assert parse_clicks("3,4,+; 5,6,-;7,8,1;9,10,0") == [
-        (3, 4, True), (5, 6, False), (7, 8, True), (9, 10, False)]
+        Click(3, 4, True), Click(5, 6, False), Click(7, 8, True), Click(9, 10, False)]
 
 
 def test_segment_reports_malformed_clicks(tmp_path):
@@ -190,3 +191,36 @@ def test_plain_sam_checkpoint_exports_and_segments_without_refiner(golden, tmp_p
     result = runner.invoke(app, ["segment", image, "--model", str(model), "--clicks",
                                  "170,125,+", "--refine-at", "1"])
     assert result.exit_code == 2 and "has no refiner graph" in result.output
+
+
+BLOCK_IMPORTS = """
+import sys
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Missing())
+from focsam_onnx.cli import app
+app(ARGS)
+"""
+
+
+@pytest.mark.parametrize(("blocked", "args", "extra"), [
+    (("torch", "onnx"), ["export", "--random-init", "tiny", "--out", "OUT"], "export"),
+    (("fastapi", "uvicorn"), ["serve", "--model", "OUT", "--images", "OUT"], "serve"),
+])
+def test_a_missing_extra_is_one_line_naming_it(tmp_path, blocked, args, extra):
+    args = [str(tmp_path / "x") if a == "OUT" else a for a in args]
+    code = BLOCK_IMPORTS.replace("BLOCKED", repr(set(blocked))).replace("ARGS", repr(args))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"pip install 'focsam-onnx[{extra}]'" in lines[0], lines
+
+
+def test_verbose_is_accepted_after_the_command(tmp_path):
+    result = runner.invoke(app, ["segment", str(REPO / "examples" / "shapes.png"), "--model",
+                                 str(tmp_path), "--clicks", "1,1,+", "-v"])
+    assert result.exit_code == 2 and "No such option" not in result.output
+    assert "Traceback" in result.output  # -v shows it

@@ -195,3 +195,55 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
                                                    ["Object 2", "1 click"]]
     assert (labels / image / "annotations.json").read_text() == labels_before
     page.close()
+
+
+ATTACKER_PAGE = """<!doctype html><html><body>
+<form id="f" method="POST" enctype="text/plain" action="{target}api/images/a_shapes.png/open">
+<input name="x" value="y"></form>
+<script>
+window.tries = Promise.allSettled([
+  fetch("{target}api/images?filename=planted.png",
+        {{method: "POST", mode: "no-cors", body: "not even an image",
+          headers: {{"Content-Type": "text/plain"}}}}),
+  fetch("{target}api/sessions", {{method: "POST", mode: "no-cors",
+        body: JSON.stringify({{image: "a_shapes.png"}})}}),
+]).then(() => document.getElementById("f").submit());
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_cannot_change_the_server(browser, server, images_dir,
+                                                           tmp_path):
+    """A page on another loopback port tries fetch and a form post; the server refuses both,
+    and its own page keeps working."""
+    import http.server
+    import threading
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text(ATTACKER_PAGE.format(target=server.url))
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(tmp_path / "site"))
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page()
+        with page.expect_navigation(timeout=WAIT_MS):  # the form post, answered 403
+            page.goto(f"http://127.0.0.1:{attacker.server_address[1]}/index.html")
+        assert "may not change" in page.content()
+        page.close()
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
+    assert not (images_dir / "planted.png").exists()
+    with urllib.request.urlopen(server.url + "api/images") as response:
+        assert all(i["name"] != "planted.png" for i in json.load(response)["images"])
+    try:  # the form's open was refused: the image is not open
+        urllib.request.urlopen(server.url + "api/images/a_shapes.png/status")
+        raise AssertionError("a cross-origin form opened an image")
+    except urllib.error.HTTPError as err:
+        assert err.code == 404
+    page = browser.new_page(viewport={"width": 1400, "height": 900})  # its own page works
+    page.goto(server.url)
+    page.wait_for_selector('body[data-ready="a_shapes.png"]', timeout=WAIT_MS)
+    click_pixel(page, 170, 125, (320, 240))
+    wait_for_event(page, "saved", 1)
+    page.close()
