@@ -1,10 +1,13 @@
 """The saved labels: per image a folder of 255/0 mask PNGs and a COCO-style annotations.json.
 
 `<out>/<image file name>/annotations.json` is the source of truth: COCO with one image and one
-annotation per object (pycocotools RLE, bbox, area) plus the clicks that made the mask, so a
-session can be re-created. `object_<id>.png` beside it is the same mask at the original size.
-Writes are atomic, the mask before the JSON, so a crash leaves the old state or the new one; a
-file the server cannot read is reported and never overwritten.
+annotation per object (pycocotools RLE, bbox, area) plus the prompts that made the mask, so a
+session can be re-created. Each object's PNG beside it is derived from the record, the way git
+writes objects before it moves a ref: a save writes the new mask under a new name
+(`object_<id>_v<version>.png`), then the record naming it (one atomic rename), then removes the
+old file. A crash at any moment leaves the record and the PNG it names in agreement, at worst
+with an unreferenced PNG that the next start removes. A record the server cannot read is
+reported for its image alone, kept as it is, and never overwritten.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class SavedObject:
     rle: dict  # COCO RLE {"size": [H, W], "counts": str}, column-major as COCO defines it
     area: int
     bbox: tuple[float, float, float, float]  # x, y, width, height
+    version: int = 1  # +1 per save; names the PNG this record owns
 
     def to_coco(self) -> dict:
         return {"id": self.id, "image_id": 1, "category_id": CATEGORY["id"], "iscrowd": 0,
@@ -51,7 +55,7 @@ class SavedObject:
                 "predicted_iou": self.predicted_iou,
                 "prompts": prompts_to_json(self.prompts),
                 "refine_at": self.refine_at, "model_id": self.model_id,
-                "mask_file": mask_file(self.id)}
+                "mask_file": self.mask_file, "version": self.version}
 
     @classmethod
     def from_coco(cls, entry: dict) -> SavedObject:
@@ -59,17 +63,20 @@ class SavedObject:
         prompts = prompts_from_json(entry["prompts"] if "prompts" in entry else entry["clicks"])
         return cls(int(entry["id"]), prompts, float(entry["predicted_iou"]), entry["refine_at"],
                    str(entry["model_id"]), dict(entry["segmentation"]), int(entry["area"]),
-                   tuple(float(v) for v in entry["bbox"]))
+                   tuple(float(v) for v in entry["bbox"]), int(entry.get("version", 0)))
+
+    @property
+    def mask_file(self) -> str:
+        """The PNG this record owns (version 0: the name before masks were versioned)."""
+        if self.version == 0:
+            return f"object_{self.id}.png"
+        return f"object_{self.id}_v{self.version}.png"
 
     def mask(self) -> np.ndarray:
         """(H, W) bool."""
         with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation notice
             warnings.simplefilter("ignore", DeprecationWarning)
             return _rle_module().decode(self.rle).astype(bool)
-
-
-def mask_file(object_id: int) -> str:
-    return f"object_{object_id}.png"
 
 
 @dataclass
@@ -114,14 +121,11 @@ class AnnotationStore:
 
     def save(self, image: str, object_id: int, mask: np.ndarray, prompts: tuple[Prompt, ...],
              predicted_iou: float, refine_at: int | None, model_id: str) -> SavedObject:
-        """Write object `object_id` of `image`: its mask PNG, then annotations.json."""
+        """Write object `object_id` of `image`: its mask under a new name, then the record that
+        names it, then the old mask's removal (see the module docstring)."""
         rle = _rle_module()
         height, width = mask.shape
         encoded = rle.encode(np.asfortranarray(mask.astype(np.uint8)))
-        obj = SavedObject(object_id, tuple(prompts),
-                          float(predicted_iou), refine_at, model_id,
-                          {"size": [height, width], "counts": encoded["counts"].decode("ascii")},
-                          int(rle.area(encoded)), tuple(float(v) for v in rle.toBbox(encoded)))
         ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
         if not ok:
             raise RuntimeError(f"could not encode the mask of object {object_id} as PNG")
@@ -129,33 +133,59 @@ class AnnotationStore:
             labels = self._load(image) or _ImageLabels(width, height, object_id + 1, {})
             if (labels.height, labels.width) != (height, width):
                 raise InvalidInput(f"mask of {width}x{height} for image {image!r} of "
-                                 f"{labels.width}x{labels.height}")
+                                   f"{labels.width}x{labels.height}")
+            old = labels.objects.get(object_id)
+            obj = SavedObject(object_id, tuple(prompts), float(predicted_iou), refine_at,
+                              model_id, {"size": [height, width],
+                                         "counts": encoded["counts"].decode("ascii")},
+                              int(rle.area(encoded)),
+                              tuple(float(v) for v in rle.toBbox(encoded)),
+                              (old.version if old else 0) + 1)
             folder = self.folder(image)
             folder.mkdir(parents=True, exist_ok=True)
-            atomic_write(folder / mask_file(object_id), png.tobytes())
-            labels.objects[object_id] = obj
-            labels.next_id = max(labels.next_id, object_id + 1)
-            self._images[image] = labels
-            self._write(image, labels)
+            atomic_write(folder / obj.mask_file, png.tobytes())
+            updated = _ImageLabels(width, height, max(labels.next_id, object_id + 1),
+                                   {**labels.objects, object_id: obj})
+            self._write(image, updated)
+            self._images[image] = updated
+            if old is not None:
+                (folder / old.mask_file).unlink(missing_ok=True)
         return obj
 
     def delete(self, image: str, object_id: int) -> None:
-        """Forget object `object_id`: JSON first (the truth), then its PNG. Unknown ids: no-op."""
+        """Forget object `object_id`: the record first (the truth), then its PNG. Unknown ids
+        are a no-op."""
         with self._lock:
             labels = self._load(image)
             if labels is None or object_id not in labels.objects:
                 return
-            del labels.objects[object_id]
-            self._write(image, labels)
-            (self.folder(image) / mask_file(object_id)).unlink(missing_ok=True)
+            old = labels.objects[object_id]
+            updated = _ImageLabels(labels.width, labels.height, labels.next_id,
+                                   {i: o for i, o in labels.objects.items() if i != object_id})
+            self._write(image, updated)
+            self._images[image] = updated
+            (self.folder(image) / old.mask_file).unlink(missing_ok=True)
+
+    def damaged(self, image: str) -> str | None:
+        """Why `image`'s record cannot be read, or None when it can (or does not exist)."""
+        try:
+            with self._lock:
+                self._load(image)
+        except DamagedData as err:
+            return str(err)
+        return None
 
     def coco(self, images: list[str]) -> dict:
         """One COCO dataset of the labelled `images` (ids renumbered from 1, clicks kept)."""
         dataset = {"info": self._info(), "images": [], "annotations": [],
                    "categories": [CATEGORY]}
         for image in images:
-            with self._lock:
-                labels = self._load(image)
+            try:
+                with self._lock:
+                    labels = self._load(image)
+            except DamagedData as err:  # listed, and the rest of the folder still exported
+                dataset.setdefault("damaged", {})[image] = str(err)
+                continue
             if labels is None or not labels.objects:
                 continue
             image_id = len(dataset["images"]) + 1
@@ -183,7 +213,8 @@ class AnnotationStore:
         atomic_write(self.folder(image) / ANNOTATIONS, json.dumps(data, indent=1))
 
     def _load(self, image: str) -> _ImageLabels | None:
-        """The labels of `image`, read from disk once; None when there are none yet."""
+        """The labels of `image`, read from disk once (removing PNGs no record names: what a
+        crash between a save's writes leaves); None when there are none yet."""
         if image in self._images:
             return self._images[image]
         path = self.folder(image) / ANNOTATIONS
@@ -195,8 +226,12 @@ class AnnotationStore:
             objects = {o.id: o for o in map(SavedObject.from_coco, data["annotations"])}
             next_id = max([int(data["info"].get("next_object_id", 1)), *(i + 1 for i in objects)])
             labels = _ImageLabels(int(entry["width"]), int(entry["height"]), next_id, objects)
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise DamagedData(f"{path} is unreadable ({type(err).__name__}: {err}); fix or move "
-                             "it away, the server will not overwrite it") from None
+                              "it away, the server will not overwrite it") from None
+        owned = {o.mask_file for o in objects.values()}
+        for leftover in self.folder(image).glob("object_*.png"):
+            if leftover.name not in owned:
+                leftover.unlink(missing_ok=True)
         self._images[image] = labels
         return labels

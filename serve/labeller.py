@@ -118,6 +118,7 @@ class Labeller:
                       if settings.prefetch > 0 else None)
         self._encode_lock = threading.Lock()
         self._click_lock = threading.Lock()
+        self._resume_lock = threading.Lock()
         self._lock = threading.Lock()  # the two tables below
         self._images: OrderedDict[str, OpenImage] = OrderedDict()
         self._sessions: OrderedDict[str, ObjectSession] = OrderedDict()
@@ -194,20 +195,41 @@ class Labeller:
     # objects and clicks
 
     def new_session(self, name: str, object_id: int | None = None) -> ObjectSession:
-        """A session on a new object of `name`, or on saved object `object_id` (its prompts
-        replayed, so undo works as before the restart)."""
+        """A session on a new object of `name`, or on saved object `object_id`.
+
+        A saved object has at most one session, shared by every tab and user that opens it,
+        so two people's clicks on it queue in one history and none is lost; the first to open
+        it replays its saved prompts (undo then works as before a restart).
+        """
         entry = self.ready(name)
         encoded = entry.encoded
-        saved = self.store.get(name, object_id) if object_id is not None else None
-        refine_at = saved.refine_at if saved is not None else self.refine_at
-        session = ClickSession(self.engine, encoded, refine_at)
-        if saved is None:
+        if object_id is None:
             geometry = encoded.geometry
             object_id = self.store.new_object_id(name, geometry.height, geometry.width)
-        else:
+            return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
+                                                ClickSession(self.engine, encoded,
+                                                             self.refine_at)))
+        with self._resume_lock:  # one replay per object, however many open it at once
+            live = self._live_session(name, object_id)
+            if live is not None:
+                return live
+            saved = self.store.get(name, object_id)
+            session = ClickSession(self.engine, encoded, saved.refine_at)
             with self._click_lock:
                 session.replay(saved.prompts)
-        live = ObjectSession(secrets.token_urlsafe(18), name, object_id, session)
+            return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
+                                                session))
+
+    def _live_session(self, name: str, object_id: int) -> ObjectSession | None:
+        with self._lock:
+            for live in self._sessions.values():
+                if live.image == name and live.object_id == object_id and not live.closed:
+                    self._sessions.move_to_end(live.id)
+                    live.last_used = time.monotonic()
+                    return live
+        return None
+
+    def _register(self, live: ObjectSession) -> ObjectSession:
         with self._lock:
             self._make_room_for_a_session()
             self._sessions[live.id] = live

@@ -42,6 +42,15 @@ def object_json(obj: SavedObject, with_mask: bool = True) -> dict:
     return entry
 
 
+def image_entry(labeller: Labeller, name: str) -> dict:
+    """An image of the folder with its saved object count, or why its record is unreadable
+    (that image alone is affected; the file is kept as it is)."""
+    damaged = labeller.store.damaged(name)
+    if damaged is not None:
+        return {"name": name, "objects": None, "damaged": damaged}
+    return {"name": name, "objects": len(labeller.store.objects(name))}
+
+
 def status_json(labeller: Labeller, entry: OpenImage) -> dict:
     encoded = entry.encoded
     return {"image": entry.name, "state": entry.state, "error": entry.error,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from focsam_onnx.serve.annotations import mask_file
 from focsam_onnx.serve.images import UploadTooLarge
-from focsam_onnx.serve.payloads import object_json, status_json
+from focsam_onnx.serve.payloads import image_entry, object_json, status_json
 from focsam_onnx.serve.routes import LabellerDep, errors
 
 router = APIRouter(prefix="/api")
@@ -19,8 +18,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 @router.get("/images", responses=errors(409))
 def list_images(labeller: LabellerDep):
     """The folder's images, with their saved object counts."""
-    return {"images": [{"name": n, "objects": len(labeller.store.objects(n))}
-                       for n in labeller.folder.names()],
+    return {"images": [image_entry(labeller, n) for n in labeller.folder.names()],
             "background": labeller.queue.snapshot() if labeller.queue else None}
 
 
@@ -69,8 +67,8 @@ def list_objects(labeller: LabellerDep, name: str, masks: bool = True):
 def object_mask(labeller: LabellerDep, name: str, object_id: int):
     """A saved object's mask: PNG at the original size, 255 object, 0 background."""
     labeller.folder.path(name)
-    labeller.store.get(name, object_id)
-    path = labeller.store.folder(name) / mask_file(object_id)
+    saved = labeller.store.get(name, object_id)
+    path = labeller.store.folder(name) / saved.mask_file
     return Response(path.read_bytes(), media_type="image/png")
 
 
