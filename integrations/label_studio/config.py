@@ -12,6 +12,22 @@ from dataclasses import dataclass
 
 from focsam_onnx.errors import InvalidInput
 
+# The labelling config the README gives (and the end-to-end test uses): smart keypoints (Alt
+# for a negative one) and a smart rectangle prompt FocSAM; the mask comes back as a brush region
+# with the prompt's label.
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <BrushLabels name="mask" toName="image">
+    <Label value="Object" background="#E63946"/>
+  </BrushLabels>
+  <KeyPointLabels name="click" toName="image" smart="true">
+    <Label value="Object" smart="true" background="#2A9D8F" showInline="true"/>
+  </KeyPointLabels>
+  <RectangleLabels name="box" toName="image" smart="true">
+    <Label value="Object" smart="true" background="#264653" showInline="true"/>
+  </RectangleLabels>
+</View>"""
+
 
 @dataclass(frozen=True)
 class BrushTarget:
