@@ -118,7 +118,7 @@ def test_continuous_coordinates_fall_in_the_pixel_that_holds_them(call, engine_m
 
 
 @pytest.mark.parametrize("body, message", [
-    ({"pos_points": [[1, 1]], "neg_points": []}, "'image'"),
+    ({"image": None, "pos_points": [[1, 1]], "neg_points": []}, "'image'"),
     ({"image": "not base64!", "pos_points": [[1, 1]], "neg_points": []}, "base64"),
     ({"image": base64.b64encode(b"not an image").decode(), "pos_points": [[1, 1]]},
      "not a readable image"),
