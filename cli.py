@@ -575,7 +575,7 @@ def label_studio(
     cache_dir: Path | None = typer.Option(
         None, help="Keep image embeddings here, so they survive a restart."),
 ):
-    """Serve FocSAM as a Label Studio ML backend: smart keypoints and rectangles in, brush masks out."""
+    """Serve FocSAM as a Label Studio ML backend: smart keypoints and boxes in, brush masks out."""
     from focsam_onnx.engine.threads import resolve_threads
     from focsam_onnx.integrations.label_studio.server import open_backend, run_backend
 

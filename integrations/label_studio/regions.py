@@ -43,7 +43,8 @@ def region_prompts(regions: list) -> RegionPrompts:
     prompts, in list order; other region types are skipped. InvalidInput if none is left or
     a region is malformed."""
     if not isinstance(regions, list):
-        raise InvalidInput(f"context.result must be a list of regions, got {type(regions).__name__}")
+        raise InvalidInput("context.result must be a list of regions, "
+                           f"got {type(regions).__name__}")
     usable = [r for r in regions if isinstance(r, dict) and r.get("type") in PROMPT_TYPES]
     if not usable:
         raise InvalidInput("no keypoint or rectangle region in context.result: place a smart "
