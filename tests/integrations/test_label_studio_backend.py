@@ -167,3 +167,26 @@ def test_predict_answers_a_brush_region_of_the_engines_mask(client, monkeypatch)
     assert prediction["score"] == pytest.approx(expected.iou_prediction)
     decoded = np.reshape(decode_rle(region["value"]["rle"]), (240, 320, 4))[:, :, 3]
     np.testing.assert_array_equal(decoded, expected.mask.astype(np.uint8) * 255)
+
+
+def test_a_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path):
+    import sys
+
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
+
+    monkeypatch.setitem(sys.modules, "label_studio_sdk.converter.brush", None)  # not installed
+    result = CliRunner().invoke(app, ["label-studio", "--model", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "error: focsam-onnx label-studio needs the 'label-studio' extra: "
+        "pip install 'focsam-onnx[label-studio]'")
+
+
+def test_the_readme_gives_the_config_the_tests_use():
+    import textwrap
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Use it with Label Studio", 1)[1].split("```xml\n", 1)[1]
+    assert textwrap.dedent(block.split("```", 1)[0]).strip() == LABEL_CONFIG
