@@ -59,7 +59,9 @@ class Backend:
         task = tasks[0]
         regions = region_prompts(context["result"])
         target = brush_target(body.get("label_config") or "", regions.to_name)
-        value = (task.get("data") or {}).get(target.data_key)
+        data = task.get("data") or {}
+        # a local-storage sync with "Treat every file as a source" stores the URL unnamed
+        value = data.get(target.data_key, data.get("$undefined$"))
         link = self.links.get(_project_id(body.get("project")))
         image = self.images.get(value, link)
         if (image.shape[1], image.shape[0]) != (regions.width, regions.height):

@@ -26,6 +26,7 @@ from focsam_onnx.integrations.label_studio.config import LABEL_CONFIG
 
 LABEL_STUDIO = "label-studio>=1.23,<2"
 IMAGE = Path(__file__).resolve().parents[2] / "examples" / "shapes.png"  # 320 x 240
+LOCAL = "images/crop.png"  # below the local-files root
 USER, PASSWORD = "focsam@example.com", "focsam-test-password"
 TOKEN = "f0c5a0000000000000000000000000000000e2e0"
 START_TIMEOUT_S = 240
@@ -97,7 +98,7 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def label_studio_env(data_dir: Path) -> dict:
+def label_studio_env(data_dir: Path, files_root: Path) -> dict:
     env = {k: v for k, v in os.environ.items()
            # Label Studio also reads these unprefixed: a machine's USERNAME would be taken
            if k not in ("USERNAME", "PASSWORD", "HOST", "PORT")}
@@ -111,27 +112,34 @@ def label_studio_env(data_dir: Path) -> dict:
         "LABEL_STUDIO_SENTRY_DSN": "", "LABEL_STUDIO_FRONTEND_SENTRY_DSN": "",
         "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
         "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        # local-storage files, served as /data/local-files/?d=<path below the root>
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
     })
     return env
 
 
 @pytest.fixture(scope="module")
 def label_studio(label_studio_python, tmp_path_factory):
-    """(base URL, requests session with the token) of a fresh Label Studio."""
+    """(base URL, requests session with the token, local-files root) of a fresh Label Studio.
+    The root's images/ holds LOCAL, a 260 x 200 crop of the example image."""
+    import cv2
     import requests
 
     folder = tmp_path_factory.mktemp("label_studio")
+    (folder / "files" / "images").mkdir(parents=True)
+    cv2.imwrite(str(folder / "files" / LOCAL), cv2.imread(str(IMAGE))[20:220, 30:290])
     port = free_port()
     command = [str(label_studio_python.parent / "label-studio"), "start", "--no-browser",
                "--internal-host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(folder / "data")]
-    process = start(command, folder / "log", label_studio_env(folder / "data"))
+    process = start(command, folder / "log", label_studio_env(folder / "data", folder / "files"))
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_up(f"{url}/health", process, folder / "log", START_TIMEOUT_S)
         client = requests.Session()
         client.headers["Authorization"] = f"Token {TOKEN}"
-        yield url, client
+        yield url, client, folder / "files"
     finally:
         stop(process)
 
@@ -160,47 +168,59 @@ def checked(response) -> dict:
 
 @pytest.fixture(scope="module")
 def project(label_studio, backend_url):
-    """(client, base URL, task id, ML backend id): a project with our config, the example image
-    uploaded as its one task, and our backend connected for interactive annotation."""
-    url, client = label_studio
+    """(client, base URL, {image: task id}, ML backend id): a project with our config, the
+    example image uploaded and LOCAL from local storage as its tasks, and our backend
+    connected for interactive annotation."""
+    url, client, files = label_studio
     project = checked(client.post(f"{url}/api/projects/",
                                   json={"title": "FocSAM e2e", "label_config": LABEL_CONFIG}))
     with IMAGE.open("rb") as image:
         checked(client.post(f"{url}/api/projects/{project['id']}/import",
                             files={"file": (IMAGE.name, image, "image/png")}))
+    checked(client.post(f"{url}/api/storages/localfiles/", json={
+        "project": project["id"], "path": str(files / "images"), "use_blob_urls": True}))
+    checked(client.post(f"{url}/api/projects/{project['id']}/import",
+                        json=[{"image": f"/data/local-files/?d={LOCAL}"}]))
     tasks = checked(client.get(f"{url}/api/tasks/", params={"project": project["id"]}))
     tasks = tasks["tasks"] if isinstance(tasks, dict) else tasks
-    assert len(tasks) == 1 and tasks[0]["data"]["image"].startswith("/data/upload/"), tasks
+    by_image = {"upload" if t["data"]["image"].startswith("/data/upload/") else "local": t["id"]
+                for t in tasks}
+    assert len(tasks) == 2 and set(by_image) == {"upload", "local"}, tasks
     ml = checked(client.post(f"{url}/api/ml/", json={
         "url": backend_url, "project": project["id"], "title": "FocSAM", "is_interactive": True}))
     assert ml["state"] == "CO", ml  # connected: /health and /setup answered in time
-    return client, url, tasks[0]["id"], ml["id"]
+    return client, url, by_image, ml["id"]
 
 
-def keypoint(x: int, y: int, positive: bool) -> dict:
-    """A smart keypoint region as Label Studio's editor sends it (percent of 320 x 240)."""
+SIZES = {"upload": (320, 240), "local": (260, 200)}
+
+
+def keypoint(x: int, y: int, positive: bool, size=(320, 240)) -> dict:
+    """A smart keypoint region as Label Studio's editor sends it (percent of the image)."""
+    width, height = size
     return {"type": "keypointlabels", "from_name": "click", "to_name": "image",
-            "original_width": 320, "original_height": 240, "image_rotation": 0,
+            "original_width": width, "original_height": height, "image_rotation": 0,
             "is_positive": positive, "origin": "manual",
-            "value": {"x": x / 320 * 100, "y": y / 240 * 100, "width": 0.6,
+            "value": {"x": x / width * 100, "y": y / height * 100, "width": 0.6,
                       "keypointlabels": ["Object"]}}
 
 
-def rectangle(x0: int, y0: int, x1: int, y1: int) -> dict:
+def rectangle(x0: int, y0: int, x1: int, y1: int, size=(320, 240)) -> dict:
+    width, height = size
     return {"type": "rectanglelabels", "from_name": "box", "to_name": "image",
-            "original_width": 320, "original_height": 240, "image_rotation": 0,
+            "original_width": width, "original_height": height, "image_rotation": 0,
             "origin": "manual",
-            "value": {"x": x0 / 320 * 100, "y": y0 / 240 * 100, "width": (x1 - x0) / 320 * 100,
-                      "height": (y1 - y0) / 240 * 100, "rotation": 0,
-                      "rectanglelabels": ["Object"]}}
+            "value": {"x": x0 / width * 100, "y": y0 / height * 100,
+                      "width": (x1 - x0) / width * 100, "height": (y1 - y0) / height * 100,
+                      "rotation": 0, "rectanglelabels": ["Object"]}}
 
 
-def engine_mask(model_dir: Path, steps: list) -> np.ndarray:
+def engine_mask(model_dir: Path, image: np.ndarray, steps: list) -> np.ndarray:
     from focsam_onnx.engine.click_session import ClickSession
     from focsam_onnx.engine.runtime import FocSAMEngine
 
     engine = FocSAMEngine.open(model_dir, threads=2)
-    session = ClickSession(engine, engine.open_image(IMAGE))
+    session = ClickSession(engine, engine.open_image(image))
     for kind, *args in steps:
         result = session.set_box(*args) if kind == "box" else session.click(*args)
     assert result.refined == (len(steps) >= 2)
@@ -217,18 +237,39 @@ def engine_mask(model_dir: Path, steps: list) -> np.ndarray:
      [("box", 40, 30, 230, 200), ("click", 164, 95, True)]),
 ], ids=["keypoints", "keypoints-reordered", "box-then-keypoint"])
 def test_interactive_annotation_gives_the_engines_mask(project, tiny_model_dir, regions, steps):
+    """On the uploaded image (320 x 240)."""
+    import cv2
+
+    check_answer(project, "upload", regions, cv2.imread(str(IMAGE)), tiny_model_dir, steps)
+
+
+def test_a_local_storage_image(project, label_studio, tiny_model_dir):
+    """On LOCAL (260 x 200), fetched from /data/local-files/ with the token."""
+    import cv2
+
+    size = SIZES["local"]
+    regions = [keypoint(130, 100, True, size), keypoint(41, 19, False, size),
+               rectangle(10, 10, 250, 190, size)]
+    steps = [("click", 130, 100, True), ("click", 41, 19, False), ("box", 10, 10, 250, 190)]
+    check_answer(project, "local", regions, cv2.imread(str(label_studio[2] / LOCAL)),
+                 tiny_model_dir, steps)
+
+
+def check_answer(project, which: str, regions: list, image: np.ndarray, model_dir: Path,
+                 steps: list) -> None:
     from label_studio_sdk.converter.brush import decode_rle
 
-    client, url, task, ml = project
+    client, url, tasks, ml = project
+    width, height = SIZES[which]
     answer = checked(client.post(f"{url}/api/ml/{ml}/interactive-annotating",
-                                 json={"task": task, "context": {"result": regions}}))
+                                 json={"task": tasks[which], "context": {"result": regions}}))
     assert "errors" not in answer, answer
     (region,) = answer["data"]["result"]
     assert (region["type"], region["from_name"], region["to_name"]) == ("brushlabels", "mask",
                                                                        "image")
     assert region["value"]["brushlabels"] == ["Object"]
-    decoded = np.reshape(decode_rle(region["value"]["rle"]), (240, 320, 4))[:, :, 3]
-    expected = engine_mask(tiny_model_dir, steps)
+    decoded = np.reshape(decode_rle(region["value"]["rle"]), (height, width, 4))[:, :, 3]
+    expected = engine_mask(model_dir, image, steps)
     assert 0 < expected.sum() < expected.size  # a mask with both values, so a swap would show
     np.testing.assert_array_equal(decoded, expected.astype(np.uint8) * 255)
 
