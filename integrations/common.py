@@ -9,7 +9,6 @@ nothing that calls it.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,26 +17,13 @@ from io import BytesIO
 import cv2
 import numpy as np
 
-from focsam_onnx.engine.click_session import UPSTREAM_REFINE_STEP, ClickSession, validated_click
-from focsam_onnx.engine.prompts import Click
-from focsam_onnx.engine.runtime import FocSAMEngine
+from focsam_onnx.engine.click_session import replay
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.prompts import Box, Click, Prompt
 from focsam_onnx.errors import InvalidInput, TooLarge
 
 MAX_PROMPTS = 256  # far above a person's clicks on one object; bounds a request's work
 MAX_PIXELS = 64_000_000  # as serve's image folder: refused from the header, before decoding
-
-
-@dataclass(frozen=True)
-class BoxPrompt:
-    """A box in original-image pixels: (x0, y0) top-left, (x1, y1) bottom-right corner."""
-
-    x0: float
-    y0: float
-    x1: float
-    y1: float
-
-
-Prompt = Click | BoxPrompt  # Click: (x column, y row) integer pixels, positive or negative
 
 
 @dataclass(frozen=True)
@@ -57,22 +43,18 @@ class Prediction:
 
 
 def predict(engine: FocSAMEngine, image: np.ndarray, prompts: Sequence[Prompt]) -> Prediction:
-    """Replay `prompts` in order on `image` ((H, W, 3) uint8 BGR) as one FocSAM object.
+    """Replay `prompts` (Click: integer pixel x column, y row; Box: corners in pixels) in order
+    on `image` ((H, W, 3) uint8 BGR) as one FocSAM object, refiner at upstream's step.
 
-    A box is a step like a click (a later box replaces the earlier one, as `set_box` does).
-    Raises InvalidInput for an empty list, a click outside the image or a malformed box, and
-    TooLarge past MAX_PROMPTS; nothing is run before every prompt has been checked.
+    A box is a step like a click (a later box replaces the earlier one). Raises InvalidInput
+    for an empty list or a prompt outside the image, and TooLarge past MAX_PROMPTS; nothing is
+    run before every prompt has been checked.
     """
     check_prompts(prompts, image.shape[1], image.shape[0])
     encoded = engine.open_image(image)
-    refine_at = UPSTREAM_REFINE_STEP if engine.model.has_refiner else None
-    session = ClickSession(engine, encoded, refine_at)
-    for prompt in prompts:
-        if isinstance(prompt, BoxPrompt):
-            result = session.set_box(prompt.x0, prompt.y0, prompt.x1, prompt.y1)
-        else:
-            result = session.click(prompt.x, prompt.y, prompt.positive)
-    return Prediction(result.mask, result.iou_prediction, result.refined, session.steps,
+    session = replay(engine, encoded, prompts)
+    result = session.result
+    return Prediction(result.mask, result.iou_prediction, result.decoded_on_refined, session.steps,
                       encoded.image_hash)
 
 
@@ -83,20 +65,12 @@ def check_prompts(prompts: Sequence[Prompt], width: int, height: int) -> None:
     if len(prompts) > MAX_PROMPTS:
         raise TooLarge(f"{len(prompts)} prompts for one object; at most {MAX_PROMPTS}")
     for i, prompt in enumerate(prompts, 1):
-        if isinstance(prompt, BoxPrompt):
-            box = (prompt.x0, prompt.y0, prompt.x1, prompt.y1)
-            if not all(math.isfinite(v) for v in box):
-                raise InvalidInput(f"prompt {i}: box {box} has a coordinate that is not a number")
-            if not (0 <= box[0] < box[2] <= width and 0 <= box[1] < box[3] <= height):
-                raise InvalidInput(f"prompt {i}: box {box} must satisfy 0 <= x0 < x1 <= {width} "
-                                   f"and 0 <= y0 < y1 <= {height} (the image's pixels)")
-        elif isinstance(prompt, Click):
-            try:
-                validated_click(prompt.x, prompt.y, prompt.positive, width, height)
-            except ValueError as err:
-                raise InvalidInput(f"prompt {i}: {err}") from None
-        else:
+        if not isinstance(prompt, Click | Box):
             raise InvalidInput(f"prompt {i}: {prompt!r} is neither a click nor a box")
+        try:
+            prompt.checked(width, height)
+        except InvalidInput as err:
+            raise InvalidInput(f"prompt {i}: {err}") from None
 
 
 def decode_image(data: bytes, what: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from focsam_onnx.engine.prompts import Click
-from focsam_onnx.engine.runtime import FocSAMEngine
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.prompts import Box, Click
 from focsam_onnx.errors import InvalidInput, TooLarge
-from focsam_onnx.integrations.common import MAX_PROMPTS, BoxPrompt, decode_image, predict
+from focsam_onnx.integrations.common import MAX_PROMPTS, decode_image, predict
 
 REMEMBERED_IMAGES = 64  # click orders kept (a few hundred bytes each)
 
@@ -45,7 +45,7 @@ class InteractorRequest:
     image_key: str
     positives: tuple[Click, ...]
     negatives: tuple[Click, ...]
-    box: BoxPrompt | None
+    box: Box | None
 
 
 def parse_request(body) -> InteractorRequest:
@@ -91,7 +91,7 @@ def _points(value, name: str, positive: bool, width: int, height: int) -> tuple[
         column, row = math.floor(x), math.floor(y)
         if not (0 <= column < width and 0 <= row < height):
             raise InvalidInput(f"{name}[{i}] ({x}, {y}) is outside the {width}x{height} frame")
-        clicks.append(Click(y=row, x=column, positive=positive))
+        clicks.append(Click(x=column, y=row, positive=positive))
     return tuple(clicks)
 
 
@@ -103,7 +103,7 @@ def _xy(point, where: str) -> tuple[float, float]:
     return float(point[0]), float(point[1])
 
 
-def _box(value, width: int, height: int) -> BoxPrompt | None:
+def _box(value, width: int, height: int) -> Box | None:
     """obj_bbox as CVAT sends it, two corners [[x0, y0], [x1, y1]] (a flat [x0, y0, x1, y1]
     is taken too); null or [] means no box. Corners are put in order and clipped to the frame."""
     if value is None or value == []:
@@ -117,7 +117,7 @@ def _box(value, width: int, height: int) -> BoxPrompt | None:
     y0, y1 = max(0.0, min(ay, by)), min(float(height), max(ay, by))
     if not (x0 < x1 and y0 < y1):
         raise InvalidInput(f"'obj_bbox' {value!r} covers no area of the {width}x{height} frame")
-    return BoxPrompt(x0, y0, x1, y1)
+    return Box(x0, y0, x1, y1)
 
 
 class ClickOrder:
@@ -125,7 +125,7 @@ class ClickOrder:
 
     def __init__(self, keep: int = REMEMBERED_IMAGES):
         self.keep = keep
-        self._orders: OrderedDict[str, tuple[BoxPrompt | None, list[Click]]] = OrderedDict()
+        self._orders: OrderedDict[str, tuple[Box | None, list[Click]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def ordered(self, request: InteractorRequest) -> list[Click]:

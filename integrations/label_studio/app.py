@@ -20,7 +20,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from focsam_onnx.engine.runtime import FocSAMEngine
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.errors import FocSAMError, InvalidInput
 from focsam_onnx.integrations.common import predict
 from focsam_onnx.integrations.label_studio.config import brush_target

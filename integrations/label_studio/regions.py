@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from focsam_onnx.engine.prompts import Click
+from focsam_onnx.engine.prompts import Box, Click, Prompt
 from focsam_onnx.errors import InvalidInput
-from focsam_onnx.integrations.common import BoxPrompt, Prompt
 
 # A keypoint without `is_positive` (a plain, non-smart tool) is negative when its label is one
 # of these names, in any case; Label Studio's smart tools always send `is_positive` (Alt-click).
@@ -99,10 +98,10 @@ def _click(region: dict, value: dict, label: str | None, width: int, height: int
     else:
         positive = (label or "").lower() not in NEGATIVE_LABELS
     # a click on the right or bottom edge (100 %) belongs to the last pixel
-    return Click(y=min(y, height - 1), x=min(x, width - 1), positive=positive)
+    return Click(x=min(x, width - 1), y=min(y, height - 1), positive=positive)
 
 
-def _box(value: dict, width: int, height: int, index: int) -> BoxPrompt:
+def _box(value: dict, width: int, height: int, index: int) -> Box:
     if _number(value.get("rotation", 0) or 0, index, "rotation") % 360:
         raise InvalidInput(f"region {index}: a rotated rectangle cannot be a box prompt")
     x, y = _number(value.get("x"), index, "x"), _number(value.get("y"), index, "y")
@@ -110,7 +109,7 @@ def _box(value: dict, width: int, height: int, index: int) -> BoxPrompt:
                                                                  "height")
     x0, y0 = max(0, _pixel(x, width)), max(0, _pixel(y, height))
     x1, y1 = min(width, _pixel(x + w, width)), min(height, _pixel(y + h, height))
-    return BoxPrompt(x0, y0, x1, y1)
+    return Box(x0, y0, x1, y1)
 
 
 def brush_region(mask: np.ndarray, from_name: str, to_name: str, label: str,

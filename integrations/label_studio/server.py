@@ -25,7 +25,7 @@ def open_backend(model: str | Path, threads: int | None = None,
     for module in ("fastapi", "uvicorn"):
         require(module, "focsam-onnx label-studio", "serve")
     require("label_studio_sdk.converter.brush", "focsam-onnx label-studio", "label-studio")
-    from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
     from focsam_onnx.integrations.label_studio.app import Backend
 
     engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,

@@ -46,7 +46,7 @@ def request(pos=(), neg=(), box=None) -> dict:
 @pytest.fixture(scope="module")
 def engine_mask(tiny_model_dir):
     from focsam_onnx.engine.click_session import ClickSession
-    from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
     engine = FocSAMEngine.open(tiny_model_dir, threads=2)
     encoded = engine.open_image(IMAGE)

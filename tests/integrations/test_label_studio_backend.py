@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from focsam_onnx.engine.prompts import Click
+from focsam_onnx.engine.prompts import Box, Click
 from focsam_onnx.errors import InvalidInput, Unavailable
-from focsam_onnx.integrations.common import BoxPrompt, check_prompts
+from focsam_onnx.integrations.common import check_prompts
 from focsam_onnx.integrations.label_studio.config import LABEL_CONFIG, brush_target
 from focsam_onnx.integrations.label_studio.images import LabelStudioLink, image_url
 from focsam_onnx.integrations.label_studio.regions import region_prompts
@@ -28,8 +28,8 @@ def test_keypoints_become_clicks_in_region_order_with_rounded_pixels():
                keypoint(50.0, 50.0, is_positive=False),
                keypoint(100.0, 100.0, is_positive=True)]  # the far corner: the last pixel
     parsed = region_prompts(regions)
-    assert parsed.prompts == (Click(y=55, x=97, positive=True), Click(y=120, x=160, positive=False),
-                              Click(y=239, x=319, positive=True))
+    assert parsed.prompts == (Click(x=97, y=55, positive=True), Click(x=160, y=120, positive=False),
+                              Click(x=319, y=239, positive=True))
     assert (parsed.width, parsed.height, parsed.to_name, parsed.label) == (320, 240, "image",
                                                                           "Object")
 
@@ -49,7 +49,7 @@ def test_rectangles_become_boxes_in_order_and_other_regions_are_skipped():
                       "rectanglelabels": ["Object"]}}
     brush = {"type": "brushlabels", "value": {"rle": [1, 2, 3]}}
     parsed = region_prompts([brush, rect, keypoint(50, 50, is_positive=True)])
-    assert parsed.prompts == (BoxPrompt(40, 30, 200, 90), Click(y=120, x=160, positive=True))
+    assert parsed.prompts == (Box(40, 30, 200, 90), Click(x=160, y=120, positive=True))
 
 
 @pytest.mark.parametrize("regions, message", [
@@ -71,11 +71,11 @@ def test_prompt_checks():
     with pytest.raises(InvalidInput, match="no prompts"):
         check_prompts([], 10, 10)
     with pytest.raises(InvalidInput, match="outside"):
-        check_prompts([Click(y=0, x=10, positive=True)], 10, 10)
+        check_prompts([Click(x=10, y=0, positive=True)], 10, 10)
     with pytest.raises(InvalidInput, match="box"):
-        check_prompts([BoxPrompt(5, 5, 5, 8)], 10, 10)
+        check_prompts([Box(5, 5, 5, 8)], 10, 10)
     with pytest.raises(InvalidInput, match="at most"):
-        check_prompts([Click(y=0, x=0, positive=True)] * 1000, 10, 10)
+        check_prompts([Click(x=0, y=0, positive=True)] * 1000, 10, 10)
 
 
 def test_config_names_the_brush_tag_and_the_image_field():

@@ -217,13 +217,13 @@ def rectangle(x0: int, y0: int, x1: int, y1: int, size=(320, 240)) -> dict:
 
 def engine_mask(model_dir: Path, image: np.ndarray, steps: list) -> np.ndarray:
     from focsam_onnx.engine.click_session import ClickSession
-    from focsam_onnx.engine.runtime import FocSAMEngine
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
 
     engine = FocSAMEngine.open(model_dir, threads=2)
     session = ClickSession(engine, engine.open_image(image))
     for kind, *args in steps:
         result = session.set_box(*args) if kind == "box" else session.click(*args)
-    assert result.refined == (len(steps) >= 2)
+    assert result.decoded_on_refined == (len(steps) >= 2)
     return result.mask
 
 
