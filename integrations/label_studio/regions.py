@@ -15,6 +15,7 @@ import numpy as np
 
 from focsam_onnx.engine.prompts import Box, Click, Prompt
 from focsam_onnx.errors import InvalidInput
+from focsam_onnx.integrations.label_studio.brush_rle import mask_to_rle
 
 # A keypoint without `is_positive` (a plain, non-smart tool) is negative when its label is one
 # of these names, in any case; Label Studio's smart tools always send `is_positive` (Alt-click).
@@ -114,15 +115,8 @@ def _box(value: dict, width: int, height: int, index: int) -> Box:
 
 def brush_region(mask: np.ndarray, from_name: str, to_name: str, label: str,
                  score: float) -> dict:
-    """A BrushLabels result holding `mask` ((H, W) bool), as Label Studio stores one.
-
-    Label Studio draws the 4th of the four channels that its RLE holds per pixel, so the mask
-    is written as 0 / 255 (a 0 / 1 mask would be invisible).
-    """
-    from focsam_onnx.errors import require
-
-    brush = require("label_studio_sdk.converter.brush", "the Label Studio backend",
-                    "label-studio")
+    """A BrushLabels result holding `mask` ((H, W) bool), as Label Studio stores one (its RLE
+    holds four bytes a pixel, 255 on the mask: Label Studio draws the fourth)."""
     height, width = mask.shape
     return {
         "from_name": from_name,
@@ -131,8 +125,7 @@ def brush_region(mask: np.ndarray, from_name: str, to_name: str, label: str,
         "original_width": width,
         "original_height": height,
         "image_rotation": 0,
-        "value": {"format": "rle", "rle": brush.mask2rle(mask.astype(np.uint8) * 255),
-                  "brushlabels": [label]},
+        "value": {"format": "rle", "rle": mask_to_rle(mask), "brushlabels": [label]},
         "score": score,
         "readonly": False,
     }

@@ -24,7 +24,6 @@ def open_backend(model: str | Path, threads: int | None = None,
     1 s /health and 3 s /setup limits apply."""
     for module in ("fastapi", "uvicorn"):
         require(module, "focsam-onnx label-studio", "serve")
-    require("label_studio_sdk.converter.brush", "focsam-onnx label-studio", "label-studio")
     from focsam_onnx.engine.focsam_engine import FocSAMEngine
     from focsam_onnx.integrations.label_studio.app import Backend
 

@@ -1,6 +1,7 @@
 """A real Label Studio (from PyPI, in a virtual environment cached in the pytest cache) asks our
-backend for masks through its interactive-annotation API; the RLE it hands back decodes to the
-engine's mask for the same prompts in the same order, pixel for pixel.
+backend for masks through its interactive-annotation API; the RLE it hands back decodes (with
+label-studio-sdk's decoder, in Label Studio's environment) to the engine's mask for the same
+prompts in the same order, pixel for pixel.
 
 Everything listens on 127.0.0.1 and is stopped at the end. Label Studio's environment: a user and
 a legacy API token from environment variables (its ML backends get that token in /setup), the two
@@ -236,14 +237,17 @@ def engine_mask(model_dir: Path, image: np.ndarray, steps: list) -> np.ndarray:
     ([rectangle(40, 30, 230, 200), keypoint(164, 95, True)],
      [("box", 40, 30, 230, 200), ("click", 164, 95, True)]),
 ], ids=["keypoints", "keypoints-reordered", "box-then-keypoint"])
-def test_interactive_annotation_gives_the_engines_mask(project, tiny_model_dir, regions, steps):
+def test_interactive_annotation_gives_the_engines_mask(project, tiny_model_dir, regions, steps,
+                                                       label_studio_python, tmp_path):
     """On the uploaded image (320 x 240)."""
     import cv2
 
-    check_answer(project, "upload", regions, cv2.imread(str(IMAGE)), tiny_model_dir, steps)
+    check_answer(project, "upload", regions, cv2.imread(str(IMAGE)), tiny_model_dir, steps,
+                 label_studio_python, tmp_path)
 
 
-def test_a_local_storage_image(project, label_studio, tiny_model_dir):
+def test_a_local_storage_image(project, label_studio, tiny_model_dir, label_studio_python,
+                               tmp_path):
     """On LOCAL (260 x 200), fetched from /data/local-files/ with the token."""
     import cv2
 
@@ -252,13 +256,48 @@ def test_a_local_storage_image(project, label_studio, tiny_model_dir):
                rectangle(10, 10, 250, 190, size)]
     steps = [("click", 130, 100, True), ("click", 41, 19, False), ("box", 10, 10, 250, 190)]
     check_answer(project, "local", regions, cv2.imread(str(label_studio[2] / LOCAL)),
-                 tiny_model_dir, steps)
+                 tiny_model_dir, steps, label_studio_python, tmp_path)
+
+
+DECODE = """
+import json, sys, numpy as np
+from label_studio_sdk.converter.brush import decode_rle
+masks = []
+for rle, height, width in json.load(sys.stdin):
+    masks.append(np.reshape(decode_rle(rle), (height, width, 4)))
+np.savez(sys.argv[1], *masks)
+"""
+
+
+def sdk_decode(python: Path, rles: list, folder: Path) -> list[np.ndarray]:
+    """[(rle, height, width)] -> the (H, W, 4) RGBA arrays label-studio-sdk's decoder makes of
+    them, run in Label Studio's environment (the SDK is not a dependency of ours)."""
+    import json
+
+    done = subprocess.run([str(python), "-c", DECODE, str(folder / "decoded.npz")],
+                          input=json.dumps(rles), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with np.load(folder / "decoded.npz") as decoded:
+        return [decoded[f"arr_{i}"] for i in range(len(rles))]
+
+
+def test_our_rle_is_label_studios(label_studio_python, tmp_path):
+    """Decoded by label-studio-sdk, every RGBA channel is the mask as 0 / 255: noise, a blob,
+    runs longer than one length field holds, all zeros, all ones, a single pixel."""
+    from focsam_onnx.integrations.label_studio.brush_rle import mask_to_rle
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((240, 320)) > 0.5, np.zeros((700, 900), bool), np.zeros((7, 9), bool),
+             np.ones((300, 500), bool), np.ones((1, 1), bool), np.eye(50, 60, 3, dtype=bool)]
+    masks[1][100:600, 200:800] = True
+    decoded = sdk_decode(label_studio_python, [(mask_to_rle(m), *m.shape) for m in masks],
+                         tmp_path)
+    for mask, rgba in zip(masks, decoded):
+        np.testing.assert_array_equal(rgba, np.repeat(mask[..., None], 4, axis=2) * 255)
 
 
 def check_answer(project, which: str, regions: list, image: np.ndarray, model_dir: Path,
-                 steps: list) -> None:
-    from label_studio_sdk.converter.brush import decode_rle
-
+                 steps: list, python: Path, folder: Path) -> None:
     client, url, tasks, ml = project
     width, height = SIZES[which]
     answer = checked(client.post(f"{url}/api/ml/{ml}/interactive-annotating",
@@ -268,7 +307,9 @@ def check_answer(project, which: str, regions: list, image: np.ndarray, model_di
     assert (region["type"], region["from_name"], region["to_name"]) == ("brushlabels", "mask",
                                                                        "image")
     assert region["value"]["brushlabels"] == ["Object"]
-    decoded = np.reshape(decode_rle(region["value"]["rle"]), (height, width, 4))[:, :, 3]
+    assert (region["original_width"], region["original_height"]) == (width, height)
+    (decoded,) = sdk_decode(python, [(region["value"]["rle"], height, width)], folder)
+    decoded = decoded[:, :, 3]  # the channel Label Studio draws
     expected = engine_mask(model_dir, image, steps)
     assert 0 < expected.sum() < expected.size  # a mask with both values, so a swap would show
     np.testing.assert_array_equal(decoded, expected.astype(np.uint8) * 255)
