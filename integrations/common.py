@@ -2,28 +2,22 @@
 
 FocSAM's answer is a function of the image and the prompts in the order they were given (the
 refiner runs once, at the second step, on that step's coarse logits). The tools we plug into keep
-no per-object state, so each request replays the whole prompt list. `predict` is the only place
-that does it: a faster replay (a cache keyed by image and prompt prefix) changes this function and
-nothing that calls it.
+no per-object state, so each request sends the whole prompt list, and `predict` is the only place
+that replays it: through the engine's `ReplayCache`, which resumes from the longest prefix it
+holds, so the n-th prompt of a growing list costs one decoder run, as a session click does.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from io import BytesIO
 
-import cv2
 import numpy as np
 
-from focsam_onnx.engine.click_session import replay
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.prompts import Box, Click, Prompt
+from focsam_onnx.engine.replay_cache import MAX_PROMPTS, ReplayCache
 from focsam_onnx.errors import InvalidInput, TooLarge
-
-MAX_PROMPTS = 256  # far above a person's clicks on one object; bounds a request's work
-MAX_PIXELS = 64_000_000  # as serve's image folder: refused from the header, before decoding
 
 
 @dataclass(frozen=True)
@@ -42,9 +36,11 @@ class Prediction:
     image_hash: str
 
 
-def predict(engine: FocSAMEngine, image: np.ndarray, prompts: Sequence[Prompt]) -> Prediction:
+def predict(engine: FocSAMEngine, image: np.ndarray, prompts: Sequence[Prompt],
+            cache: ReplayCache) -> Prediction:
     """Replay `prompts` (Click: integer pixel x column, y row; Box: corners in pixels) in order
-    on `image` ((H, W, 3) uint8 BGR) as one FocSAM object, refiner at upstream's step.
+    on `image` ((H, W, 3) uint8 BGR) as one FocSAM object, refiner at upstream's step; `cache`
+    holds earlier requests' prefixes (one per server, shared by its objects).
 
     A box is a step like a click (a later box replaces the earlier one). Raises InvalidInput
     for an empty list or a prompt outside the image, and TooLarge past MAX_PROMPTS; nothing is
@@ -52,10 +48,10 @@ def predict(engine: FocSAMEngine, image: np.ndarray, prompts: Sequence[Prompt]) 
     """
     check_prompts(prompts, image.shape[1], image.shape[0])
     encoded = engine.open_image(image)
-    session = replay(engine, encoded, prompts)
-    result = session.result
-    return Prediction(result.mask, result.iou_prediction, result.decoded_on_refined, session.steps,
-                      encoded.image_hash)
+    replayed = cache.replay(engine, encoded, prompts)
+    result = replayed.result
+    return Prediction(result.mask, result.iou_prediction, result.decoded_on_refined,
+                      replayed.steps, encoded.image_hash)
 
 
 def check_prompts(prompts: Sequence[Prompt], width: int, height: int) -> None:
@@ -71,23 +67,3 @@ def check_prompts(prompts: Sequence[Prompt], width: int, height: int) -> None:
             prompt.checked(width, height)
         except InvalidInput as err:
             raise InvalidInput(f"prompt {i}: {err}") from None
-
-
-def decode_image(data: bytes, what: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded image bytes -> (H, W, 3) uint8 BGR, EXIF orientation applied (as a browser
-    shows it). The pixel count is checked from the header before decoding."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():  # the size is compared with our own limit below
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(BytesIO(data)) as header:
-                width, height = header.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise InvalidInput(f"{what} is not a readable image: {err}") from None
-    if width * height > max_pixels:
-        raise TooLarge(f"{what} is {width}x{height}; at most {max_pixels:,} pixels")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InvalidInput(f"{what} could not be decoded by OpenCV")
-    return image

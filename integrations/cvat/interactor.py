@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.image_io import decode_image
 from focsam_onnx.engine.prompts import Box, Click
+from focsam_onnx.engine.replay_cache import MAX_PROMPTS, ReplayCache
 from focsam_onnx.errors import InvalidInput, TooLarge
-from focsam_onnx.integrations.common import MAX_PROMPTS, decode_image, predict
+from focsam_onnx.integrations.common import predict
 
 REMEMBERED_IMAGES = 64  # click orders kept (a few hundred bytes each)
 
@@ -157,6 +159,7 @@ class Interactor:
     def __init__(self, engine: FocSAMEngine):
         self.engine = engine
         self.order = ClickOrder()
+        self.replays = ReplayCache()
         self._lock = threading.Lock()
 
     @classmethod
@@ -168,5 +171,5 @@ class Interactor:
         request = parse_request(body)
         prompts = ([request.box] if request.box is not None else []) + self.order.ordered(request)
         with self._lock:
-            prediction = predict(self.engine, request.image, prompts)
+            prediction = predict(self.engine, request.image, prompts, self.replays)
         return {"mask": (prediction.mask.astype(np.uint8) * 255).tolist()}

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.replay_cache import ReplayCache
 from focsam_onnx.errors import FocSAMError, InvalidInput
 from focsam_onnx.integrations.common import predict
 from focsam_onnx.integrations.label_studio.config import brush_target
@@ -37,6 +38,7 @@ class Backend:
         self.engine = engine
         self.model_version = model_version
         self.images = ImageFetcher()
+        self.replays = ReplayCache()  # each request's prompt prefixes, for the next request
         self.links: dict[str, LabelStudioLink] = {}  # project id -> what /setup said
         self._engine_lock = threading.Lock()  # one prediction at a time: each uses every core
 
@@ -69,7 +71,7 @@ class Backend:
                 f"the regions were drawn on a {regions.width}x{regions.height} image, but "
                 f"{value} is {image.shape[1]}x{image.shape[0]}")
         with self._engine_lock:
-            prediction = predict(self.engine, image, regions.prompts)
+            prediction = predict(self.engine, image, regions.prompts, self.replays)
         region = brush_region(prediction.mask, target.from_name, target.to_name,
                               target.label_for(regions.label), prediction.iou_prediction)
         return {"results": [{"result": [region], "model_version": self.model_version,

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from focsam_onnx.engine.image_io import decode_image
 from focsam_onnx.errors import InvalidInput, NotFound, TooLarge, Unavailable
-from focsam_onnx.integrations.common import decode_image
 
 log = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 100 << 20

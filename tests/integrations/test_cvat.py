@@ -121,7 +121,7 @@ def test_continuous_coordinates_fall_in_the_pixel_that_holds_them(call, engine_m
     ({"image": None, "pos_points": [[1, 1]], "neg_points": []}, "'image'"),
     ({"image": "not base64!", "pos_points": [[1, 1]], "neg_points": []}, "base64"),
     ({"image": base64.b64encode(b"not an image").decode(), "pos_points": [[1, 1]]},
-     "not a readable image"),
+     "cannot decode image"),
     ({"pos_points": [], "neg_points": []}, "no prompt"),
     ({"pos_points": [[320, 10]], "neg_points": []}, "outside the 320x240 frame"),
     ({"pos_points": [[float("nan"), 10]], "neg_points": []}, "finite"),
