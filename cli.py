@@ -563,6 +563,29 @@ def serve(
                                                   soft_wrap=True, highlight=False))
 
 
+@app.command("label-studio")
+@one_line_errors
+def label_studio(
+    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (the backend has no "
+                                               "token of its own: keep it off public networks)."),
+    port: int = typer.Option(9090, help="TCP port (Label Studio's ML backends use 9090)."),
+    threads: int | None = typer.Option(None, help="onnxruntime threads (default: all usable "
+                                                  "cores; more are capped to them)."),
+    cache_dir: Path | None = typer.Option(
+        None, help="Keep image embeddings here, so they survive a restart."),
+):
+    """Serve FocSAM as a Label Studio ML backend: smart keypoints and boxes in, brush masks out."""
+    from focsam_onnx.engine.threads import resolve_threads
+    from focsam_onnx.integrations.label_studio.server import open_backend, run_backend
+
+    with console.status(f"opening {model}"):
+        backend = open_backend(model, resolve_threads(threads), cache_dir)
+    run_backend(backend, host, port, announce=lambda url: console.print(
+        f"Label Studio ML backend {backend.model_version} on {url}; add it under the project's "
+        "Settings > Model", soft_wrap=True, highlight=False))
+
+
 weights_app = typer.Typer(help="Official checkpoints: list them, fetch one (resumable, "
                                "sha256-verified).", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")

@@ -15,6 +15,8 @@ FORBIDDEN = {
     "engine": ("focsam_onnx.models", "focsam_onnx.export", "focsam_onnx.cli", "focsam_onnx.serve",
                "focsam_onnx.cluster", "torch", "ray"),
     "serve": ("focsam_onnx.models", "focsam_onnx.export", "focsam_onnx.cli", "torch"),
+    "integrations": ("focsam_onnx.models", "focsam_onnx.export", "focsam_onnx.cli",
+                     "focsam_onnx.serve", "torch"),
 }
 
 
