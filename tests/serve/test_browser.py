@@ -10,10 +10,6 @@ import json
 import math
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -43,53 +39,12 @@ def browser():
         browser.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`focsam-onnx serve` in a subprocess; `kill()` is SIGKILL, as a crash would be."""
-
-    def __init__(self, model: Path, images: Path, out: Path, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.argv = [sys.executable, "-m", "focsam_onnx.cli", "serve", "--model", str(model),
-                     "--images", str(images), "--out", str(out), "--port", str(self.port),
-                     "--threads", "1", "--prefetch", "1"]
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()}")
-            try:
-                with urllib.request.urlopen(self.url + "api/health", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"server did not come up: {self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-
 @pytest.fixture()
-def server(tiny_model_dir, images_dir, tmp_path):
-    server = Server(tiny_model_dir, images_dir, tmp_path / "labels", tmp_path / "server.log")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.kill()
+def server(serve_process, tiny_model_dir, images_dir, tmp_path):
+    server = serve_process(tiny_model_dir, images_dir, tmp_path / "labels",
+                           tmp_path / "server.log")
+    server.start()
+    return server
 
 
 def click_pixel(page, x: int, y: int, size: tuple[int, int], button: str = "left") -> None:
