@@ -213,12 +213,13 @@ class AnnotationStore:
         atomic_write(self.folder(image) / ANNOTATIONS, json.dumps(data, indent=1))
 
     def _load(self, image: str) -> _ImageLabels | None:
-        """The labels of `image`, read from disk once (removing PNGs no record names: what a
-        crash between a save's writes leaves); None when there are none yet."""
+        """The labels of `image`, read from disk once (removing PNGs no record names); None when
+        there are none yet."""
         if image in self._images:
             return self._images[image]
         path = self.folder(image) / ANNOTATIONS
         if not path.is_file():
+            self._remove_unowned(image, set())
             return None
         try:
             data = json.loads(path.read_text())
@@ -229,9 +230,12 @@ class AnnotationStore:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise DamagedData(f"{path} is unreadable ({type(err).__name__}: {err}); fix or move "
                               "it away, the server will not overwrite it") from None
-        owned = {o.mask_file for o in objects.values()}
+        self._remove_unowned(image, {o.mask_file for o in objects.values()})
+        self._images[image] = labels
+        return labels
+
+    def _remove_unowned(self, image: str, owned: set[str]) -> None:
+        """Remove the mask PNGs no record names: what a crash between a save's writes leaves."""
         for leftover in self.folder(image).glob("object_*.png"):
             if leftover.name not in owned:
                 leftover.unlink(missing_ok=True)
-        self._images[image] = labels
-        return labels

@@ -89,6 +89,14 @@ class EncoderQueue:
             self._process.join(timeout=10)
         if self._dispatcher is not None:
             self._dispatcher.join(timeout=10)
+        if self._process is not None:
+            # Release the queues' semaphores now: left to the interpreter's exit, the resource
+            # tracker reports them as leaked.
+            for channel in (self._jobs, self._results):
+                channel.close()
+                channel.join_thread()
+            self._process.close()
+            self._jobs = self._results = self._process = None
 
     def prefetch(self, paths: list[Path]) -> None:
         """Encode `paths` next, in order, after the image in progress (if any)."""

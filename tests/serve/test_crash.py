@@ -69,3 +69,19 @@ def test_records_pngs_and_replays_agree_after_every_kill(serve_process, tiny_mod
                                           engine_mask(images_dir / "a_shapes.png", clicks))
             checked += 1
     assert checked >= ROUNDS - 1  # nearly every round saved a click before its kill
+
+
+def test_ctrl_c_stops_the_server_cleanly(serve_process, tiny_model_dir, images_dir, tmp_path):
+    """Stopping `serve` (SIGINT, as Ctrl-C) with the background encoder running prints no
+    warning, no traceback and no leaked semaphore."""
+    import signal
+
+    log = tmp_path / "server.log"
+    server = serve_process(tiny_model_dir, images_dir, tmp_path / "labels", log)
+    server.start()
+    call(server.url + "api/images/a_shapes.png/open", {})  # starts pre-encoding the next one
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=120) == 0
+    output = log.read_text()
+    for noise in ("Traceback", "leaked", "Warning", "Error"):
+        assert noise not in output, output
