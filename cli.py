@@ -403,8 +403,7 @@ def embed(
     worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
 ):
     """Encode many images into the embedding cache (resumable: run it again to go on)."""
-    from focsam_onnx.engine.datasets import open_dataset
-    from focsam_onnx.engine.embed import dataset_images, find_images
+    from focsam_onnx.evaluation.datasets import dataset_images, find_images, open_dataset
 
     if (dataset is None) != (data_root is None):
         fail("--dataset and --data-root go together")
@@ -460,12 +459,16 @@ def evaluate(
     """NoC@85/90/95 and mIoU over 20 simulated clicks per object, exactly as upstream."""
     from rich.progress import BarColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-    from focsam_onnx.engine.datasets import open_dataset
-    from focsam_onnx.engine.embed import dataset_images
-    from focsam_onnx.engine.evaluate import RunSettings, check_results_dir, check_settings, protocol
-    from focsam_onnx.engine.evaluate import evaluate as run_evaluation
     from focsam_onnx.engine.focsam_engine import FocSAMEngine
     from focsam_onnx.engine.threads import resolve_threads
+    from focsam_onnx.evaluation.datasets import dataset_images, open_dataset
+    from focsam_onnx.evaluation.evaluate import (
+        RunSettings,
+        check_results_dir,
+        check_settings,
+        protocol,
+    )
+    from focsam_onnx.evaluation.evaluate import evaluate as run_evaluation
 
     check_settings(RunSettings(dataset, mode, seed, seed_mode, ""), limit)
     threads = resolve_threads(threads)
@@ -498,7 +501,7 @@ def evaluate(
 
 def metrics_table(metrics: dict, title: str) -> Table:
     """Metrics as rows (a column per subset, then overall), so 80 columns hold it when piped."""
-    from focsam_onnx.engine.metrics import format_value
+    from focsam_onnx.evaluation.metrics import format_value
 
     subsets: dict[str, dict] = metrics.get("subsets", {})
     columns = {**subsets, "overall": metrics} if subsets else {"value": metrics}

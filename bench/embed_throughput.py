@@ -22,8 +22,9 @@ import numpy as np
 from focsam_onnx.bench import system_info
 from focsam_onnx.cluster.ray_encoder import EncoderPool, connect
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.embed import embed_images, find_images, local_encoder
+from focsam_onnx.engine.embed import embed_images, local_encoder
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.evaluation.datasets import find_images
 
 SCENE_HW = (480, 640)
 

@@ -207,7 +207,7 @@ def _run_session(engine, encoded, gt: np.ndarray, seed: int) -> list[dict]:
     steps are timed (the click simulator's distance transforms stand in for a user): the
     session's own wall time of each step, plus the post-processing the first `.mask` costs."""
     from focsam_onnx.engine.click_session import ClickSession
-    from focsam_onnx.engine.evaluate import simulate_clicks
+    from focsam_onnx.evaluation.evaluate import simulate_clicks
 
     steps_ms: list[dict] = []
 

@@ -18,14 +18,11 @@ from typing import Protocol
 import numpy as np
 
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.datasets import Sample
 from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import ImageError, image_content_hash, load_image
 from focsam_onnx.engine.preprocess import preprocess
 from focsam_onnx.errors import InvalidInput
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -82,27 +79,6 @@ class EmbedReport:
         """Encoder throughput: cached images are not counted, they cost no encoder time."""
         minutes = (time.perf_counter() - self.started) / 60
         return self.encoded / minutes if minutes > 0 else 0.0
-
-
-def find_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for image files (sorted); order kept,
-    duplicates dropped. Raises ValueError for a path that does not exist."""
-    found: dict[Path, None] = {}
-    for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*")
-                           if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-            found.update(dict.fromkeys(files))
-        elif path.exists():
-            found[path] = None
-        else:
-            raise InvalidInput(f"no such file or folder: {path}")
-    return list(found)
-
-
-def dataset_images(samples: Iterable[Sample]) -> list[Path]:
-    """The distinct image files of `samples`, in sample order (SBD has several objects each)."""
-    return list(dict.fromkeys(s.image_path for s in samples))
 
 
 def embed_images(paths: Sequence[Path], cache: EmbeddingCache, model_id: str,

@@ -6,23 +6,23 @@ Each reader takes the dataset root (the folder that directly holds the dataset's
 any other value are background. Images decode with OpenCV in BGR order, as upstream feeds them.
 
 Upstream cannot handle an empty object (it retries the sample 1000 times, then raises);
-`iter_samples` can skip such samples and report their ids instead.
+`iter_samples` can skip such samples and report their ids instead. `find_images` and
+`dataset_images` are the walk `embed` encodes: image files under folders, or a dataset's images.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.io import loadmat
 
 from focsam_onnx.engine.image_io import load_image
-from focsam_onnx.errors import InvalidInput
+from focsam_onnx.errors import InvalidInput, require
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ GT_SBD = "sbd"  # MATLAB file, GTinst struct, first field (Segmentation): instan
 GT_FOLDER = "folder"  # generic: foreground = mask > 0 on any colour channel, alpha ignored
 GT_PANOPTIC = "panoptic"  # COCO panoptic PNG: segment id = R + 256*G + 65536*B per pixel
 
-_FOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,7 @@ def _decode_cod10k(path: Path) -> np.ndarray:
 
 def _decode_sbd(path: Path) -> np.ndarray:
     # Upstream takes the struct's first field, which is `Segmentation` in the SBD release.
+    loadmat = require("scipy.io", "reading SBD's MATLAB annotations", "evaluate").loadmat
     return np.asarray(loadmat(str(path))["GTinst"][0][0][0])
 
 
@@ -289,7 +290,7 @@ def read_folder(root: Path) -> list[Sample]:
         raise InvalidInput(f"{root} must hold images/ and masks/ folders (files paired by stem)")
 
     def listed(folder: Path) -> dict[str, Path]:
-        files = (p for p in folder.iterdir() if p.suffix.lower() in _FOLDER_EXTENSIONS)
+        files = (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         return _keyed(files, lambda p: p.stem)
 
     images, masks = listed(image_dir), listed(mask_dir)
@@ -414,3 +415,27 @@ def open_dataset(name: str, root: str | Path) -> list[Sample]:
     if not root.is_dir():
         raise InvalidInput(f"dataset root {root} is not a directory")
     return DATASETS[name](root)
+
+
+# The image walk `embed` uses: which files a list of paths or a dataset names.
+
+
+def find_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for image files (sorted); order kept,
+    duplicates dropped. Raises ValueError for a path that does not exist."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            found.update(dict.fromkeys(files))
+        elif path.exists():
+            found[path] = None
+        else:
+            raise InvalidInput(f"no such file or folder: {path}")
+    return list(found)
+
+
+def dataset_images(samples: Iterable[Sample]) -> list[Path]:
+    """The distinct image files of `samples`, in sample order (SBD has several objects each)."""
+    return list(dict.fromkeys(s.image_path for s in samples))

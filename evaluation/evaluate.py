@@ -32,13 +32,13 @@ from focsam_onnx.engine.click_session import (
     RefineAt,
     StepObserver,
 )
-from focsam_onnx.engine.clicker import next_click
-from focsam_onnx.engine.datasets import NOT_IN_UPSTREAM, Sample
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
-from focsam_onnx.engine.metrics import binary_iou, markdown_table, summarize
 from focsam_onnx.engine.model_dir import file_sha256
 from focsam_onnx.engine.prompts import Click
-from focsam_onnx.errors import InvalidInput
+from focsam_onnx.errors import InvalidInput, require
+from focsam_onnx.evaluation.clicker import next_click
+from focsam_onnx.evaluation.datasets import NOT_IN_UPSTREAM, Sample
+from focsam_onnx.evaluation.metrics import binary_iou, markdown_table, summarize
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,7 @@ def evaluate(engine: FocSAMEngine, samples: Sequence[Sample], out_dir: str | Pat
     """
     check_settings(settings, limit)
     check_results_dir(out_dir)
+    require("matplotlib", "evaluate's mIoU curve", "evaluate")  # now, not after the run
     if settings.encoder_precision != engine.model.encoder_precision:
         raise InvalidInput(f"settings say encoder precision {settings.encoder_precision}, the "
                            f"engine runs {engine.model.encoder_precision}")
@@ -330,8 +331,7 @@ class ResultFiles:
 
 def plot_miou_curves(folder: Path) -> Path:
     """miou_curve.png: mIoU vs clicks for every mode evaluated into `folder`."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the mIoU curve", "evaluate")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -25,12 +25,12 @@ import numpy as np
 
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.encoder_runtime import open_encoder
-from focsam_onnx.engine.evaluate import NUM_CLICKS, simulate_clicks
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.manifest import GateFigures
 from focsam_onnx.engine.model_dir import ModelDir
 from focsam_onnx.engine.prompts import Click
 from focsam_onnx.errors import FocSAMError
+from focsam_onnx.evaluation.evaluate import NUM_CLICKS, simulate_clicks
 
 
 @dataclass(frozen=True)

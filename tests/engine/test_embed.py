@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from focsam_onnx.cli import app
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.datasets import open_dataset
-from focsam_onnx.engine.embed import dataset_images, embed_images, find_images, local_encoder
+from focsam_onnx.engine.embed import embed_images, local_encoder
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import image_content_hash, load_image
+from focsam_onnx.evaluation.datasets import dataset_images, find_images, open_dataset
 
 runner = CliRunner()
 
@@ -110,7 +110,7 @@ def test_evaluate_reads_the_embeddings_embed_wrote(tiny_model_dir, tmp_path):
                                    "--cache-dir", str(tmp_path / "cache")])
     assert embedded.exit_code == 0, embedded.output
 
-    from focsam_onnx.engine.evaluate import RunSettings, evaluate
+    from focsam_onnx.evaluation.evaluate import RunSettings, evaluate
 
     engine = FocSAMEngine.open(tiny_model_dir, threads=2, cache_dir=tmp_path / "cache")
     settings = RunSettings("folder", "focsam", 42, "upstream", engine.model.model_id)

@@ -22,7 +22,7 @@ PLANE = HEIGHT * WIDTH * 4  # bytes of one float32 (H, W) map: the unit of the b
 _SCRIPT = """
 import json, random, sys
 import numpy as np
-from focsam_onnx.engine.evaluate import run_object
+from focsam_onnx.evaluation.evaluate import run_object
 from focsam_onnx.engine.preprocess import preprocess
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 

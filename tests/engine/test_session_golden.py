@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from focsam_onnx.engine.click_session import ClickSession
-from focsam_onnx.engine.datasets import open_dataset
-from focsam_onnx.engine.evaluate import RunSettings, evaluate
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
-from focsam_onnx.engine.metrics import binary_iou
 from focsam_onnx.engine.prompts import Click
+from focsam_onnx.evaluation.datasets import open_dataset
+from focsam_onnx.evaluation.evaluate import RunSettings, evaluate
+from focsam_onnx.evaluation.metrics import binary_iou
 
 SESSIONS = ["session_1", "session_2"]
 MASK_STEPS = {1: "mask_click01", 2: "mask_click02", 5: "mask_click05", 20: "mask_click20"}

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from focsam_onnx.engine.clicker import error_distance_maps, next_click, propose_click
 from focsam_onnx.engine.prompts import Click
+from focsam_onnx.evaluation.clicker import error_distance_maps, next_click, propose_click
 
 
 def _clicks_from_json(points_yx_mode: list | None) -> list[Click]:

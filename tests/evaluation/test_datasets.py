@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from focsam_onnx.engine.datasets import (
+from focsam_onnx.evaluation.datasets import (
     DATASETS,
     HQSEG44K_VAL,
     Sample,

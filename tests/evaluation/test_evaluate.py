@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from focsam_onnx.engine.datasets import open_dataset
-from focsam_onnx.engine.evaluate import ResumeError, RunSettings, evaluate
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.evaluation.datasets import open_dataset
+from focsam_onnx.evaluation.evaluate import ResumeError, RunSettings, evaluate
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from focsam_onnx.engine import evaluate as evaluation
-from focsam_onnx.engine.datasets import open_dataset
-from focsam_onnx.engine.evaluate import ResumeError, RunSettings, evaluate
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.evaluation import evaluate as evaluation
+from focsam_onnx.evaluation.datasets import open_dataset
+from focsam_onnx.evaluation.evaluate import ResumeError, RunSettings, evaluate
 
 CLICKS = 2  # refiner included; a short protocol keeps these tests to seconds
 OUTPUTS = ("per_sample.json", "metrics.json", "metrics.md", "miou_curve.png", ".progress.json")

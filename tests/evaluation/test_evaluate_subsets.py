@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from focsam_onnx.cli import app
-from focsam_onnx.engine.datasets import HQSEG44K_VAL
+from focsam_onnx.evaluation.datasets import HQSEG44K_VAL
 
 
 def _write(path, array) -> None:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from focsam_onnx.engine.metrics import binary_iou, markdown_table, noc, summarize
+from focsam_onnx.evaluation.metrics import binary_iou, markdown_table, noc, summarize
 
 SUMMARY_KEYS = [
     "NoC@85", "NoC@90", "NoC@95",

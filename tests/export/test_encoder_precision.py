@@ -14,12 +14,12 @@ import pytest
 
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.click_session import ClickSession
-from focsam_onnx.engine.datasets import open_dataset
-from focsam_onnx.engine.evaluate import RunSettings, evaluate
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
-from focsam_onnx.engine.metrics import binary_iou
 from focsam_onnx.engine.model_dir import ModelDirError, open_model_dir, read_manifest
 from focsam_onnx.engine.prompts import Click
+from focsam_onnx.evaluation.datasets import open_dataset
+from focsam_onnx.evaluation.evaluate import RunSettings, evaluate
+from focsam_onnx.evaluation.metrics import binary_iou
 from focsam_onnx.export.encoder_precision import add_encoder_precisions
 from focsam_onnx.export.quality_gate import THRESHOLDS, GateCase, GateError, Thresholds
 from focsam_onnx.export.quantize import constant_batched_matmuls

@@ -1,0 +1,1 @@
+"""NoC evaluation on the engine: datasets, upstream's click simulator, metrics and the loop."""
