@@ -147,7 +147,7 @@ def export(
     if random_init is not None:
         get_variant(random_init)  # a bad name fails before torch is imported
     check_export_target(out, force)  # before torch is imported, let alone a checkpoint loaded
-    from focsam_onnx.engine.model_dir import read_manifest
+    from focsam_onnx.engine.loaded_model import read_manifest
     from focsam_onnx.export.exporter import export_model
     from focsam_onnx.export.model_source import from_checkpoint, quiet_exporter_logs
     from focsam_onnx.export.model_source import random_init as random_init_model
@@ -179,6 +179,31 @@ def export(
             console.print(f"quality gate passed: {report.summary()}")
         manifest = read_manifest(out)
     console.print(f"model id {manifest.model_id[:16]}, written to {out}")
+
+
+@app.command()
+@one_line_errors
+def verify(model: Path = typer.Argument(..., help="Folder written by `focsam-onnx export`.")):
+    """Check every file of an export against its sha256 in the manifest (opening a model checks
+    only sizes and stamps of what it loads). Exit 0 when all match, 2 naming each bad file."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from focsam_onnx.engine.integrity import find_damaged, manifest_bytes
+    from focsam_onnx.engine.loaded_model import read_manifest
+
+    manifest = read_manifest(model)
+    total = manifest_bytes(manifest)
+    with Progress("{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("hashing", total=total)
+        problems = find_damaged(model, manifest, lambda n: progress.advance(task, n))
+    for problem in problems:
+        errors.print(Text("damaged: ", style="bold red") + Text(problem), highlight=False)
+    if problems:
+        fail(f"{len(problems)} of {len(manifest.files)} files do not match the manifest; "
+             "re-export the model with `focsam-onnx export`")
+    console.print(f"{len(manifest.files)} files, {total / 1e9:.2f} GB: all match their sha256 "
+                  f"(model id {manifest.model_id[:16]})")
 
 
 def parse_clicks(text: str) -> list[Click]:
@@ -336,8 +361,8 @@ def _embed(paths: list[Path], model: Path, cache_dir: Path, threads: int | None,
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from focsam_onnx.engine.cache import EmbeddingCache
-    from focsam_onnx.engine.embed import embed_images, local_encoder
-    from focsam_onnx.engine.model_dir import read_manifest
+    from focsam_onnx.engine.embed import embed_images, encoding_engine, local_encoder
+    from focsam_onnx.engine.loaded_model import read_manifest
 
     cache = EmbeddingCache(cache_dir=cache_dir)
     columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
@@ -353,9 +378,7 @@ def _embed(paths: list[Path], model: Path, cache_dir: Path, threads: int | None,
                             rate=f"{rate:.1f} img/min", eta=eta)
 
         if ray.address is None:
-            from focsam_onnx.engine.focsam_engine import FocSAMEngine
-
-            engine = FocSAMEngine.open(model, threads=threads)
+            engine = encoding_engine(model, threads=threads)
             return embed_images(paths, cache, engine.model.model_id, local_encoder(engine), show)
         from focsam_onnx.cluster.ray_encoder import embed_on_ray
 

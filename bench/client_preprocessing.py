@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.embed import encoding_engine
 from focsam_onnx.engine.predictor import SamPredictor
 
 SIZES = ((240, 320), (375, 500), (1000, 1500), (1024, 683), (2000, 1333))
@@ -25,7 +25,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes.png"
 
 
 def measure(model_dir: Path, image_path: Path = EXAMPLE) -> list[dict]:
-    engine = FocSAMEngine.open(model_dir)
+    engine = encoding_engine(model_dir)
     predictor = SamPredictor(model_dir)
     base = cv2.imread(str(image_path))
     rows = []

@@ -22,8 +22,7 @@ import numpy as np
 from focsam_onnx.bench import system_info
 from focsam_onnx.cluster.ray_encoder import EncoderPool, connect
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.embed import embed_images, local_encoder
-from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.embed import embed_images, encoding_engine, local_encoder
 from focsam_onnx.evaluation.datasets import find_images
 
 SCENE_HW = (480, 640)
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
-    engine = FocSAMEngine.open(args.model, threads=args.threads)
+    engine = encoding_engine(args.model, threads=args.threads)
     model_id = engine.model.model_id
     rates: dict[str, list[float]] = {"single_process": [], "ray": []}
     with tempfile.TemporaryDirectory() as scratch, \

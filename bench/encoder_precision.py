@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from focsam_onnx.bench import system_info
-from focsam_onnx.engine.encoder_runtime import PRECISIONS, open_encoder
-from focsam_onnx.engine.graph_spec import ENCODER
+from focsam_onnx.engine.encoder_runtime import open_encoder
+from focsam_onnx.engine.graph_spec import ENCODER, PRECISIONS
 
 
 def _peak_child(model_dir: str, precision: str, threads: int, queue) -> None:
@@ -59,7 +59,7 @@ def interleaved_seconds(model_dir: Path, threads: int, repeats: int) -> dict[str
 def gate_figures(model_dir: Path, threads: int, compute: bool) -> dict[str, dict]:
     import dataclasses
 
-    from focsam_onnx.engine.model_dir import load_model_dir, read_manifest
+    from focsam_onnx.engine.loaded_model import load_model_dir, read_manifest
     from focsam_onnx.export.manifest import file_entry
     from focsam_onnx.export.quality_gate import gate_model
 

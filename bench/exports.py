@@ -51,7 +51,8 @@ def export_focsam(variant: str, seed: int, out_dir: str) -> None:
 
 def _add_precisions(out_dir: str) -> None:
     """Offer int8, and bf16 where the OpenVINO extra is installed, if their gates pass."""
-    from focsam_onnx.engine.encoder_runtime import MissingExtraError, import_openvino
+    from focsam_onnx.engine.encoder_runtime import import_openvino
+    from focsam_onnx.errors import MissingExtra
     from focsam_onnx.export.encoder_precision import add_encoder_precisions
     from focsam_onnx.export.quality_gate import GateError
 
@@ -59,7 +60,7 @@ def _add_precisions(out_dir: str) -> None:
     try:
         import_openvino()
         precisions.append("bf16")
-    except MissingExtraError as err:
+    except MissingExtra as err:
         log.warning("bf16 not benchmarked: %s", err)
     try:
         add_encoder_precisions(out_dir, precisions)
@@ -69,12 +70,14 @@ def _add_precisions(out_dir: str) -> None:
 
 def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
     """`cache_dir/<variant>-seed<seed>`, exported (in a subprocess) unless its manifest is valid."""
-    from focsam_onnx.engine.model_dir import ModelDirError, read_manifest, verify_files
+    from focsam_onnx.engine.integrity import verify_files
+    from focsam_onnx.engine.loaded_model import read_manifest
+    from focsam_onnx.engine.sessions import ModelDirError
 
     out_dir = cache_dir / f"{variant}-seed{seed}"
     try:
         manifest = read_manifest(out_dir)
-        verify_files(out_dir, manifest, hash_files=False)
+        verify_files(out_dir, manifest, manifest.files)  # sizes and stamps
         if manifest.source == export_source(variant, seed) and "refiner" in manifest.graphs:
             return out_dir
     except ModelDirError:

@@ -124,7 +124,7 @@ def _resolve_model(args: argparse.Namespace, variant: str) -> tuple[Path, str]:
     """(model directory, variant) from --model, or the cached random-init export."""
     if args.model is None:
         return exports.focsam_model_dir(args.cache_dir, variant, args.seed), variant
-    from focsam_onnx.engine.model_dir import read_manifest
+    from focsam_onnx.engine.loaded_model import read_manifest
 
     manifest = read_manifest(args.model)
     if "refiner" not in manifest.graphs:

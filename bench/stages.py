@@ -47,7 +47,7 @@ class Settings:
 
 def _graph_session(s: Settings, spec):
     """Our graph's session, as the engine makes it (options, thread count, no spinning)."""
-    from focsam_onnx.engine.model_dir import graph_session
+    from focsam_onnx.engine.sessions import graph_session
 
     return graph_session(Path(s.model_dir) / spec.filename, spec, s.threads)
 
@@ -56,7 +56,7 @@ def _baseline_session(path: str, threads: int):
     """A baseline graph gets the options our decoder and refiner get."""
     import onnxruntime as ort
 
-    from focsam_onnx.engine.model_dir import session_options
+    from focsam_onnx.engine.sessions import session_options
 
     return ort.InferenceSession(path, session_options(threads),
                                 providers=["CPUExecutionProvider"])
@@ -86,7 +86,7 @@ def encoder_precision_stages(s: Settings) -> dict:
 
     from focsam_onnx.bench.encoder_precision import peak_mb
     from focsam_onnx.engine.encoder_runtime import open_encoder
-    from focsam_onnx.engine.model_dir import read_manifest
+    from focsam_onnx.engine.loaded_model import read_manifest
 
     model_dir = Path(s.model_dir)
     offered = read_manifest(model_dir).encoder_precisions
@@ -262,7 +262,7 @@ def refine_click_stages(s: Settings, reference: str) -> dict:
     """The refine click (coarse decode + refiner + decode on the refined embeddings) with our
     graphs and, interleaved with it, the same click with today's graphs before their exact
     rewrites (the decoder and refiner as written in models/, in `reference`)."""
-    from focsam_onnx.engine.model_dir import graph_session
+    from focsam_onnx.engine.sessions import graph_session
 
     ours = _graph_session(s, DECODER), _graph_session(s, REFINER)
     before = tuple(graph_session(Path(reference) / spec.filename, spec, s.threads)

@@ -69,7 +69,7 @@ def connect(address: str, num_cpus: int | None = None,
 def worker_memory_bytes(model_dir: str | Path) -> int:
     """What one worker needs: twice the encoder's weights plus 512 MiB.
 
-    ViT-H: 2.5 GB of weights and a measured 4.9 GB encoder peak (engine/model_dir.py), with the
+    ViT-H: 2.5 GB of weights and a measured 4.9 GB encoder peak (engine/sessions.py), with the
     small decoder and refiner sessions and the interpreter on top.
     """
     weights = sum(p.stat().st_size for p in Path(model_dir).glob("encoder.onnx*"))
@@ -80,9 +80,9 @@ class EncoderWorker:
     """A Ray actor: the model opened once, then one image after another."""
 
     def __init__(self, model_dir: str, model_id: str, threads: int):
-        from focsam_onnx.engine.focsam_engine import FocSAMEngine
+        from focsam_onnx.engine.embed import encoding_engine
 
-        self.engine = FocSAMEngine.open(model_dir, threads=threads)
+        self.engine = encoding_engine(model_dir, threads=threads)
         if self.engine.model.model_id != model_id:
             raise ClusterError(f"{model_dir} on this node holds model {self.engine.model.model_id}"
                                f", the driver's is {model_id}: copy the same export to every node")

@@ -18,9 +18,10 @@ from typing import Protocol
 import numpy as np
 
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.graph_spec import DEFAULT_PRECISION
 from focsam_onnx.engine.image_io import ImageError, image_content_hash, load_image
+from focsam_onnx.engine.loaded_model import ENCODER_ONLY, open_model_dir
 from focsam_onnx.engine.preprocess import preprocess
 from focsam_onnx.errors import InvalidInput
 
@@ -40,6 +41,17 @@ class Encoder(Protocol):
 
     def __call__(self, jobs: Iterable[EncodeJob]) -> Iterator[tuple[EncodeJob, np.ndarray | str]]:
         ...
+
+
+def encoding_engine(model_dir: str | Path, threads: int | None = None,
+                    cache_dir: str | Path | None = None, max_cached_images: int = 16,
+                    encoder_precision: str = DEFAULT_PRECISION) -> FocSAMEngine:
+    """An engine that only encodes (`embed`, serve's background encoder, a Ray worker, the
+    bench): only the encoder's files are read, checked and loaded, not the decoder's or the
+    refiner's. Its `decode` and `refine` are not available."""
+    cache = EmbeddingCache(max_cached_images, cache_dir)  # a bad folder fails before loading
+    model = open_model_dir(model_dir, threads, encoder_precision, graphs=ENCODER_ONLY)
+    return FocSAMEngine(model, cache)
 
 
 def encode_job(engine: FocSAMEngine, image: np.ndarray) -> np.ndarray:

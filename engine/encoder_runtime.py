@@ -4,51 +4,23 @@ Only the encoder changes runtime; the decoder and the refiner always run fp32 on
 fp32 is the default and the upstream-exact one. bf16 runs the same `encoder.onnx` through
 OpenVINO with `INFERENCE_PRECISION_HINT=bf16` (onnxruntime's CPU provider has no x86 bf16
 path); int8 runs `encoder.int8.onnx`, the dynamically quantized graph the exporter writes.
-A reduced precision is offered only where the export's quality gate passed (see the manifest).
+A reduced precision is offered only where the export's quality gate passed (see the manifest);
+the precision table itself is part of the graph contract (`graph_spec.PRECISIONS`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from focsam_onnx.engine.graph_spec import ENCODER
-from focsam_onnx.errors import Unavailable
+from focsam_onnx.engine.graph_spec import ENCODER, get_precision
+from focsam_onnx.engine.sessions import ModelDirError, graph_session
+from focsam_onnx.errors import require
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PRECISION = "fp32"
-
-
-@dataclass(frozen=True)
-class Precision:
-    name: str
-    filename: str  # the graph file this precision runs
-    runtime: str  # "onnxruntime" or "openvino"
-
-
-PRECISIONS: dict[str, Precision] = {p.name: p for p in (
-    Precision("fp32", ENCODER.filename, "onnxruntime"),
-    Precision("bf16", ENCODER.filename, "openvino"),
-    Precision("int8", "encoder.int8.onnx", "onnxruntime"),
-)}
-
-
-class MissingExtraError(Unavailable, ValueError):
-    """An optional runtime is not installed; the message names the extra that installs it.
-
-    A ValueError, so that every command reports it in one line like any other bad option.
-    """
-
-
-def get_precision(name: str) -> Precision:
-    if name not in PRECISIONS:
-        raise ValueError(f"encoder precision must be one of {sorted(PRECISIONS)}, got {name!r}")
-    return PRECISIONS[name]
 
 
 class EncoderRuntime(Protocol):
@@ -98,13 +70,8 @@ class OpenVinoEncoder:
 
 
 def import_openvino():
-    """The `openvino` module, or a MissingExtraError naming the extra that installs it."""
-    try:
-        import openvino
-    except ImportError:
-        raise MissingExtraError("the bf16 encoder runs on OpenVINO, which is not installed: "
-                                "pip install 'focsam-onnx[openvino]'") from None
-    return openvino
+    """The `openvino` module, or a MissingExtra naming the extra that installs it."""
+    return require("openvino", "the bf16 encoder (OpenVINO)", "openvino")
 
 
 def openvino_config(precision: str, threads: int) -> dict[str, str]:
@@ -117,8 +84,6 @@ def openvino_config(precision: str, threads: int) -> dict[str, str]:
 
 def open_encoder(model_dir: Path, precision: str, threads: int) -> EncoderRuntime:
     """The encoder of `model_dir` at `precision`, with `threads` threads."""
-    from focsam_onnx.engine.model_dir import ModelDirError, graph_session
-
     spec = get_precision(precision)
     path = Path(model_dir) / spec.filename
     if spec.runtime == "onnxruntime":

@@ -14,10 +14,9 @@ import numpy as np
 import onnxruntime as ort
 
 from focsam_onnx.engine.cache import EmbeddingCache
-from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION
-from focsam_onnx.engine.graph_spec import DECODER, LOW_RES_SHAPE, REFINER
+from focsam_onnx.engine.graph_spec import DECODER, DEFAULT_PRECISION, LOW_RES_SHAPE, REFINER
 from focsam_onnx.engine.image_io import image_content_hash, load_image
-from focsam_onnx.engine.model_dir import ModelDir, open_model_dir
+from focsam_onnx.engine.loaded_model import LoadedModel, open_model_dir
 from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
 from focsam_onnx.engine.prompts import point_list
 from focsam_onnx.engine.roi import Roi, roi_from_logits
@@ -55,7 +54,7 @@ class Decoded:
 class FocSAMEngine:
     """One exported model directory, its sessions (built once) and the embedding cache."""
 
-    def __init__(self, model: ModelDir, cache: EmbeddingCache | None = None):
+    def __init__(self, model: LoadedModel, cache: EmbeddingCache | None = None):
         self.model = model
         self.cache = cache if cache is not None else EmbeddingCache()
         self.encoder_runs = 0  # counted, so tests can prove the cache works

@@ -4,7 +4,8 @@ The exporter names the graphs' tensors from these specs, builds its example inpu
 and gates each output on its tolerance; the engine feeds the graphs by the same names and holds
 every opened session against its spec. The decoder keeps the de-facto SAM ONNX names so that
 other SAM tools can drive it. String dimensions are dynamic axes. Sizes come from the network's
-fixed frame in `focsam_onnx.config`.
+fixed frame in `focsam_onnx.config`. The encoder precisions (`PRECISIONS`) are part of the
+contract too: which graph file each precision runs and on which runtime.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from focsam_onnx.config import EMBED_GRID, IMAGE_SIZE, LOW_RES_MASK, PROMPT_DIM
-from focsam_onnx.errors import DamagedData
+from focsam_onnx.errors import DamagedData, InvalidInput
 
 Dim = int | str
 
@@ -178,3 +179,30 @@ SAM_DECODER = GraphSpec(
 
 SAM_PAIR: tuple[GraphSpec, ...] = (SAM_ENCODER, SAM_DECODER)
 GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in (*GRAPHS, *SAM_PAIR)}
+
+
+# The encoder at each precision: only the encoder changes precision or runtime; the decoder and
+# the refiner always run fp32 on onnxruntime. bf16 runs the fp32 graph through OpenVINO; int8
+# runs the dynamically quantized graph. An export offers a reduced one once its gate passed.
+DEFAULT_PRECISION = "fp32"
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    filename: str  # the graph file this precision runs
+    runtime: str  # "onnxruntime" or "openvino"
+
+
+PRECISIONS: dict[str, Precision] = {p.name: p for p in (
+    Precision("fp32", ENCODER.filename, "onnxruntime"),
+    Precision("bf16", ENCODER.filename, "openvino"),
+    Precision("int8", "encoder.int8.onnx", "onnxruntime"),
+)}
+
+
+def get_precision(name: str) -> Precision:
+    if name not in PRECISIONS:
+        raise InvalidInput(f"encoder precision must be one of {sorted(PRECISIONS)}, "
+                           f"got {name!r}")
+    return PRECISIONS[name]

@@ -12,10 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from focsam_onnx.config import FocSAMConfig
-from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION, PRECISIONS
+from focsam_onnx.engine.graph_spec import DEFAULT_PRECISION, PRECISIONS
 from focsam_onnx.errors import DamagedData
 
-FORMAT_VERSION = 2  # 2: typed schema, per-file opset and IR version, per-output parity
+# 2: typed schema, per-file opset and IR version, per-output parity.
+# 3: each file's stamp and each graph file's external data: an open checks only what it loads.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)  # 2 opens as before: every file hashed whole on every open
 MANIFEST = "manifest.json"
 
 
@@ -31,6 +34,10 @@ class FileEntry:
     sha256: str
     opset: int | None = None  # the ai.onnx opset imported by the saved graph
     ir_version: int | None = None
+    # Format 3: a hash of the size and of samples of the content (engine/integrity.py), checked
+    # on every open; the full sha256 is checked at export and by `focsam-onnx verify`.
+    stamp: str | None = None
+    external_data: tuple[str, ...] = ()  # the files a graph file keeps its weights in
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,13 @@ class Manifest:
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["config"] = self.config.to_dict()
+        for entry in data["files"].values():  # written only when there (format 2 has neither)
+            if entry["stamp"] is None:
+                del entry["stamp"]
+            if entry["external_data"]:
+                entry["external_data"] = list(entry["external_data"])
+            else:
+                del entry["external_data"]
         for entry in data["parity"].values():
             entry["notes"] = list(entry["notes"])
         for entry in data["encoder_precisions"].values():
@@ -122,14 +136,14 @@ class Manifest:
         if not isinstance(data, Mapping):
             raise ManifestError(f"the manifest must be a JSON object, got {type(data).__name__}")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ManifestError(f"format_version is {version!r}; this focsam-onnx reads format "
-                                f"{FORMAT_VERSION}")
+                                f"{' and '.join(map(str, READABLE_VERSIONS))}")
         try:
             config = FocSAMConfig.from_dict(_get(data, "config", Mapping))
         except ValueError as err:
             raise ManifestError(str(err)) from None
-        files = {name: _record(FileEntry, entry, f"files[{name!r}]")
+        files = {name: _file_entry(entry, f"files[{name!r}]")
                  for name, entry in _get(data, "files", Mapping).items()}
         parity = {}
         for name, entry in _get(data, "parity", Mapping).items():
@@ -152,6 +166,14 @@ class Manifest:
             graphs=dict(_get(data, "graphs", Mapping)), parity=parity,
             encoder_precisions=precisions or _fp32_only(), format_version=version,
         )
+
+
+def _file_entry(data: object, where: str) -> FileEntry:
+    entry = dict(_require(data, Mapping, where))
+    if "external_data" in entry:
+        entry["external_data"] = tuple(_require(entry["external_data"], list,
+                                                f"{where}.external_data"))
+    return _record(FileEntry, entry, where)
 
 
 def _encoder_precision(data: object, where: str) -> EncoderPrecision:

@@ -22,8 +22,10 @@ from PIL import Image
 from focsam_onnx.config import IMAGE_SIZE
 from focsam_onnx.engine.focsam_engine import NO_MASK
 from focsam_onnx.engine.graph_spec import SAM_DECODER, SAM_ENCODER
-from focsam_onnx.engine.model_dir import ModelDirError, graph_session, read_manifest, verify_files
+from focsam_onnx.engine.integrity import verify_files
+from focsam_onnx.engine.loaded_model import read_manifest
 from focsam_onnx.engine.prompts import point_list
+from focsam_onnx.engine.sessions import ModelDirError, graph_session
 from focsam_onnx.errors import InvalidInput
 
 MASK_THRESHOLD = 0.0
@@ -50,7 +52,7 @@ class SamPredictor:
         if SAM_ENCODER.filename not in manifest.files:
             raise ModelDirError(f"{path} has no SAM-compatible pair; export it with "
                                 "`focsam-onnx export --sam-compatible`")
-        verify_files(path, manifest)
+        verify_files(path, manifest, [SAM_ENCODER.filename, SAM_DECODER.filename])
         threads = threads or os.cpu_count() or 1
         self._encoder = graph_session(path / SAM_ENCODER.filename, SAM_ENCODER, threads)
         self._decoder = graph_session(path / SAM_DECODER.filename, SAM_DECODER, threads)

@@ -33,7 +33,7 @@ from focsam_onnx.engine.click_session import (
     StepObserver,
 )
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
-from focsam_onnx.engine.model_dir import file_sha256
+from focsam_onnx.engine.integrity import file_sha256
 from focsam_onnx.engine.prompts import Click
 from focsam_onnx.errors import InvalidInput, require
 from focsam_onnx.evaluation.clicker import next_click

@@ -12,9 +12,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from focsam_onnx.engine.encoder_runtime import DEFAULT_PRECISION, PRECISIONS, get_precision
+from focsam_onnx.engine.graph_spec import DEFAULT_PRECISION, PRECISIONS, get_precision
+from focsam_onnx.engine.loaded_model import load_model_dir, read_manifest
 from focsam_onnx.engine.manifest import EncoderPrecision
-from focsam_onnx.engine.model_dir import load_model_dir, read_manifest
 from focsam_onnx.evaluation.evaluate import NUM_CLICKS
 from focsam_onnx.export.manifest import file_entry, model_id_of, save_manifest
 from focsam_onnx.export.quality_gate import (

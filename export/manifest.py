@@ -16,8 +16,8 @@ from focsam_onnx import __version__
 from focsam_onnx.config import FocSAMConfig
 from focsam_onnx.engine.atomic_io import atomic_write
 from focsam_onnx.engine.graph_spec import GRAPHS_BY_NAME
+from focsam_onnx.engine.integrity import file_sha256, file_stamp
 from focsam_onnx.engine.manifest import MANIFEST, FileEntry, GraphParity, Manifest, Source
-from focsam_onnx.engine.model_dir import file_sha256
 
 
 @dataclass
@@ -38,13 +38,24 @@ class GraphReport:
 
 
 def file_entry(path: Path) -> FileEntry:
-    """Size and sha256; for an .onnx file also the ai.onnx opset and IR version it declares."""
+    """Size, sha256 and stamp; for an .onnx file also the ai.onnx opset and IR version it
+    declares and the files it keeps its weights in (opening it reads those too)."""
     opset = ir_version = None
+    external: tuple[str, ...] = ()
     if path.suffix == ".onnx":
         model = onnx.load(str(path), load_external_data=False)
         opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         ir_version = model.ir_version
-    return FileEntry(path.stat().st_size, file_sha256(path), opset, ir_version)
+        external = external_data_files(model)
+    return FileEntry(path.stat().st_size, file_sha256(path), opset, ir_version,
+                     file_stamp(path), external)
+
+
+def external_data_files(model: onnx.ModelProto) -> tuple[str, ...]:
+    """The external data files the graph's initializers are stored in (ViT-H's encoder)."""
+    return tuple(sorted({entry.value for tensor in model.graph.initializer
+                         if tensor.data_location == onnx.TensorProto.EXTERNAL
+                         for entry in tensor.external_data if entry.key == "location"}))
 
 
 def write_manifest(out_dir: Path, config: FocSAMConfig, reports: list[GraphReport],

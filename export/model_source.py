@@ -16,7 +16,7 @@ from focsam_onnx.models.focsam import FocSAM, build_model
 
 def from_checkpoint(path: str | Path) -> tuple[FocSAM, Source]:
     """The model of an official SAM or FocSAM checkpoint (variant detected from its shapes)."""
-    from focsam_onnx.engine.model_dir import file_sha256
+    from focsam_onnx.engine.integrity import file_sha256
 
     model, info = load_checkpoint(path)
     return model, Source(info.kind, path=str(path), sha256=file_sha256(Path(path)))

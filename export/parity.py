@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from focsam_onnx.engine.graph_spec import GraphSpec
-from focsam_onnx.engine.model_dir import ModelDirError, graph_session
+from focsam_onnx.engine.sessions import ModelDirError, graph_session
 from focsam_onnx.errors import FocSAMError
 
 

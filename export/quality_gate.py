@@ -26,8 +26,8 @@ import numpy as np
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.encoder_runtime import open_encoder
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.loaded_model import LoadedModel
 from focsam_onnx.engine.manifest import GateFigures
-from focsam_onnx.engine.model_dir import ModelDir
 from focsam_onnx.engine.prompts import Click
 from focsam_onnx.errors import FocSAMError
 from focsam_onnx.evaluation.evaluate import NUM_CLICKS, simulate_clicks
@@ -170,7 +170,7 @@ def run_gate(reference: FocSAMEngine, reduced: FocSAMEngine, cases: list[GateCas
                       min(cosines), max_abs, float(np.mean(ious)), min(ious), thresholds)
 
 
-def gate_model(model: ModelDir, precision: str, cases: list[GateCase] | None = None,
+def gate_model(model: LoadedModel, precision: str, cases: list[GateCase] | None = None,
                clicks: int = NUM_CLICKS, thresholds: Thresholds = THRESHOLDS) -> GateReport:
     """The gate of `precision` on `model` (opened at fp32), over the synthetic scenes and
     `cases`, `clicks` simulated clicks per object."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import onnx
 
-from focsam_onnx.engine.encoder_runtime import PRECISIONS
+from focsam_onnx.engine.graph_spec import PRECISIONS
 
 log = logging.getLogger(__name__)
 

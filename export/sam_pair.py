@@ -39,7 +39,7 @@ from torch import nn
 from focsam_onnx.config import IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import ENCODER, SAM_DECODER, SAM_ENCODER
 from focsam_onnx.engine.preprocess import PIXEL_MEAN, PIXEL_STD
-from focsam_onnx.export.manifest import GraphReport
+from focsam_onnx.export.manifest import GraphReport, external_data_files
 from focsam_onnx.export.parity import ParityCase, check_parity
 from focsam_onnx.models.focsam import FocSAM
 
@@ -242,14 +242,7 @@ def _at_opset(graph: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def _report(name: str, path: Path, parity: dict[str, float], start: float,
             graph: onnx.ModelProto) -> GraphReport:
     opset = max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    files = [path.name, *_weight_files(graph)]
+    files = [path.name, *external_data_files(graph)]
     return GraphReport(name, files, sum((path.parent / f).stat().st_size for f in files), parity,
                        time.perf_counter() - start, False,
                        [f"opset {opset}, IR version {graph.ir_version}"])
-
-
-def _weight_files(graph: onnx.ModelProto) -> list[str]:
-    """The external data files the graph's initializers are stored in (ViT-H's encoder)."""
-    return sorted({entry.value for tensor in graph.graph.initializer
-                   if tensor.data_location == onnx.TensorProto.EXTERNAL
-                   for entry in tensor.external_data if entry.key == "location"})

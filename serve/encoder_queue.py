@@ -29,11 +29,11 @@ def _worker(model_dir: str, cache_dir: str, threads: int, precision: str, jobs,
     (even one that was killed, which cannot stop its children)."""
     os.nice(LOWEST_PRIORITY)
     parent = os.getppid()
-    from focsam_onnx.engine.focsam_engine import FocSAMEngine
+    from focsam_onnx.engine.embed import encoding_engine
     from focsam_onnx.engine.image_io import load_image
 
-    engine = FocSAMEngine.open(model_dir, threads=threads, cache_dir=cache_dir,
-                               max_cached_images=1, encoder_precision=precision)
+    engine = encoding_engine(model_dir, threads=threads, cache_dir=cache_dir,
+                             max_cached_images=1, encoder_precision=precision)
     results.put(("ready", "", 0.0))
     while True:
         try:

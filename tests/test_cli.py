@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from focsam_onnx.cli import app, parse_clicks
-from focsam_onnx.engine.model_dir import read_manifest
+from focsam_onnx.engine.loaded_model import read_manifest
 from focsam_onnx.engine.prompts import Click
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,3 +224,23 @@ def test_verbose_is_accepted_after_the_command(tmp_path):
                                  str(tmp_path), "--clicks", "1,1,+", "-v"])
     assert result.exit_code == 2 and "No such option" not in result.output
     assert "Traceback" in result.output  # -v shows it
+
+
+def test_verify_hashes_every_file_and_names_each_bad_one(tiny_model_dir, tmp_path):
+    result = runner.invoke(app, ["verify", str(tiny_model_dir)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"3 files, 0\.\d\d GB: all match their sha256", result.output)
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    decoder = model / "decoder.onnx"
+    raw = bytearray(decoder.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    decoder.write_bytes(bytes(raw))
+    (model / "refiner.onnx").unlink()
+    done = subprocess.run([sys.executable, "-m", "focsam_onnx.cli", "verify", str(model)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"damaged: {decoder} does not match its sha256 in the manifest (altered after export)",
+        f"damaged: {model / 'refiner.onnx'} is missing",
+        "error: 2 of 3 files do not match the manifest; re-export the model with "
+        "`focsam-onnx export`"]

@@ -15,7 +15,7 @@ import pytest
 from focsam_onnx.bench import cases, exports, isolated, measure, report, system_info
 from focsam_onnx.bench import stages as stages_module
 from focsam_onnx.engine.graph_spec import DECODER
-from focsam_onnx.engine.model_dir import read_manifest
+from focsam_onnx.engine.loaded_model import read_manifest
 from focsam_onnx.engine.roi import selected_windows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

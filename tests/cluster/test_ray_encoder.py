@@ -20,7 +20,7 @@ from focsam_onnx.cli import app
 from focsam_onnx.cluster.ray_encoder import EncoderPool, connect
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.embed import embed_images
-from focsam_onnx.engine.model_dir import read_manifest
+from focsam_onnx.engine.loaded_model import read_manifest
 from focsam_onnx.evaluation.datasets import find_images
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 
 from focsam_onnx.engine.encoder_runtime import open_encoder
 from focsam_onnx.engine.graph_spec import ENCODER
-from focsam_onnx.engine.model_dir import ModelDirError
+from focsam_onnx.engine.sessions import ModelDirError
 
 pytest.importorskip("openvino")
 

@@ -15,7 +15,8 @@ from focsam_onnx.engine.cache import EmbeddingCache, cache_key
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.image_io import load_image
-from focsam_onnx.engine.model_dir import ModelDirError, open_model_dir
+from focsam_onnx.engine.loaded_model import open_model_dir
+from focsam_onnx.engine.sessions import ModelDirError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,7 +125,7 @@ def test_altered_graph_file(model_copy):
     raw = bytearray(path.read_bytes())
     raw[-100] ^= 0x01
     path.write_bytes(bytes(raw))
-    with pytest.raises(ModelDirError, match=r"encoder\.onnx does not match its sha256"):
+    with pytest.raises(ModelDirError, match=r"encoder\.onnx does not match its stamp"):
         open_model_dir(model_copy)
 
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from focsam_onnx.engine.model_dir import ModelDirError
 from focsam_onnx.engine.predictor import SamPredictor, preprocess_shape, resize_longest_side
+from focsam_onnx.engine.sessions import ModelDirError
 from focsam_onnx.models.segment_anything_compat import import_segment_anything
 
 pytestmark = pytest.mark.parity

@@ -15,8 +15,9 @@ import pytest
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.click_session import ClickSession
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
-from focsam_onnx.engine.model_dir import ModelDirError, open_model_dir, read_manifest
+from focsam_onnx.engine.loaded_model import open_model_dir, read_manifest
 from focsam_onnx.engine.prompts import Click
+from focsam_onnx.engine.sessions import ModelDirError
 from focsam_onnx.evaluation.datasets import open_dataset
 from focsam_onnx.evaluation.evaluate import RunSettings, evaluate
 from focsam_onnx.evaluation.metrics import binary_iou

@@ -8,8 +8,9 @@ import pytest
 
 from focsam_onnx.config import get_variant
 from focsam_onnx.engine.graph_spec import DECODER, GRAPHS, REFINER
+from focsam_onnx.engine.integrity import file_sha256, file_stamp
+from focsam_onnx.engine.loaded_model import open_model_dir, read_manifest
 from focsam_onnx.engine.manifest import FileEntry, Source
-from focsam_onnx.engine.model_dir import file_sha256, open_model_dir, read_manifest
 from focsam_onnx.export.parity import ParityError, check_parity, max_abs_diff
 from focsam_onnx.export.wrappers import graph_exports
 
@@ -92,7 +93,8 @@ def test_manifest_describes_the_export(golden_model_dir):
         path = golden_model_dir / name
         model = onnx.load(str(path))
         assert entry == FileEntry(path.stat().st_size, file_sha256(path),
-                                  model.opset_import[0].version, model.ir_version)
+                                  model.opset_import[0].version, model.ir_version,
+                                  file_stamp(path), ())
     assert {entry.opset for entry in manifest.files.values()} == {manifest.opset}
     # every output gated on the golden README's tolerance for that tensor
     for graph in GRAPHS:

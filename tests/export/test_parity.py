@@ -11,7 +11,7 @@ from onnx import helper
 
 from focsam_onnx.config import get_variant
 from focsam_onnx.engine.graph_spec import DECODER
-from focsam_onnx.engine.model_dir import ModelDirError, graph_session
+from focsam_onnx.engine.sessions import ModelDirError, graph_session
 from focsam_onnx.export.parity import ParityError, check_parity
 from focsam_onnx.export.wrappers import GraphExport, graph_exports
 from focsam_onnx.models.focsam import build_model

@@ -16,7 +16,8 @@ from onnx import numpy_helper
 
 from focsam_onnx.bench.baselines import export_sam_onnx_decoder
 from focsam_onnx.engine.graph_spec import ENCODER, SAM_DECODER, SAM_ENCODER
-from focsam_onnx.engine.model_dir import read_manifest, verify_files
+from focsam_onnx.engine.integrity import files_to_check, find_damaged
+from focsam_onnx.engine.loaded_model import read_manifest
 from focsam_onnx.engine.preprocess import PIXEL_MEAN, PIXEL_STD, preprocess
 
 pytestmark = pytest.mark.parity
@@ -122,8 +123,12 @@ def test_weights_outside_the_graph_files_are_shared(external_data_sam_pair_dir):
                  for entry in t.external_data if entry.key == "location"}
     assert locations == {"encoder.onnx.data"}
     manifest = read_manifest(model_dir)
-    verify_files(model_dir, manifest)
+    assert find_damaged(model_dir, manifest) == []
     assert {"encoder.onnx.data", SAM_ENCODER.filename} <= set(manifest.files)
+    # opening either encoder reads and checks the weights file too
+    for graph_file in (ENCODER.filename, SAM_ENCODER.filename):
+        assert manifest.files[graph_file].external_data == ("encoder.onnx.data",)
+        assert files_to_check(manifest, [graph_file]) == [graph_file, "encoder.onnx.data"]
     rgb = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3)).astype(np.float32)
     network_input = ((rgb - PIXEL_MEAN) / PIXEL_STD).transpose(2, 0, 1)[None]  # plain SAM: RGB
     (native,) = _session(model_dir / ENCODER.filename).run(

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from focsam_onnx.cli import app
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.graph_spec import ENCODER
-from focsam_onnx.engine.model_dir import read_manifest
+from focsam_onnx.engine.loaded_model import read_manifest
 
 pytestmark = pytest.mark.slow
 
