@@ -1,0 +1,1 @@
+"""Training the demo model: procedural scenes, a from-scratch trainer for `tiny`, its release."""
