@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from focsam_onnx.errors import NotFound
 from focsam_onnx.weights.catalog import CATALOG, SAM_RELEASE, find
 
 
@@ -13,7 +14,7 @@ def test_names_are_unique_and_found():
     names = [e.name for e in CATALOG]
     assert len(set(names)) == len(names)
     assert all(find(n).name == n for n in names)
-    with pytest.raises(ValueError, match="unknown checkpoint 'sam_vit_x'; known: sam_vit_b"):
+    with pytest.raises(NotFound, match="unknown checkpoint 'sam_vit_x'; known: sam_vit_b"):
         find("sam_vit_x")
 
 
