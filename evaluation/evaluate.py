@@ -34,7 +34,7 @@ from focsam_onnx.engine.click_session import (
 )
 from focsam_onnx.engine.focsam_engine import FocSAMEngine
 from focsam_onnx.engine.integrity import file_sha256
-from focsam_onnx.engine.prompts import Click
+from focsam_onnx.engine.prompts import Click, prompts_to_json
 from focsam_onnx.errors import InvalidInput, require
 from focsam_onnx.evaluation.clicker import next_click
 from focsam_onnx.evaluation.datasets import NOT_IN_UPSTREAM, Sample
@@ -56,7 +56,7 @@ class ResumeError(InvalidInput):
 class SampleResult:
     id: str
     ious: list[float]
-    clicks: list[list[int]]  # [x, y, label] in original image pixels, label 1 / 0
+    clicks: list[dict]  # the clicks made, in the prompts' one JSON form ({x, y, positive})
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def evaluate_sample(engine: FocSAMEngine, sample: Sample, settings: RunSettings,
     if settings.seed_mode == "per-sample":
         rng.seed(f"{settings.seed}:{sample_id}")
     ious, clicks = run_object(engine, image, gt, rng, MODES[settings.mode], settings.num_clicks)
-    return SampleResult(sample_id, ious, [[c.x, c.y, c.label] for c in clicks])
+    return SampleResult(sample_id, ious, prompts_to_json(clicks))
 
 
 def summary(progress: Progress, samples: Sequence[Sample]) -> dict:
