@@ -156,8 +156,8 @@ def test_evaluate_command_writes_the_results(golden_model_dir, load_golden, tmp_
     assert "NoC@90" in result.output
     (sample,) = json.loads((tmp_path / "results" / "per_sample.json").read_text())
     assert sample["id"] == "object" and len(sample["ious"]) == 20
-    assert sample["clicks"][0] == [int(data["clicks_yx_label"][0][1]),
-                                   int(data["clicks_yx_label"][0][0]), 1]
+    y, x, _ = data["clicks_yx_label"][0]
+    assert sample["clicks"][0] == {"x": int(x), "y": int(y), "positive": True}
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert metrics["samples"] == 1 and metrics["skipped"] == 0 and metrics["NoC@90"] == 20
 

@@ -74,7 +74,8 @@ def test_evaluation_reproduces_simulated_session(engine, golden, load_golden, na
     settings = RunSettings("folder", "focsam", record["seed"], "upstream", engine.model.model_id)
     metrics = evaluate(engine, open_dataset("folder", root), tmp_path / "out", settings)
     (result,) = json.loads((tmp_path / "out" / "per_sample.json").read_text())
-    expected = [[int(x), int(y), int(label)] for y, x, label in data["clicks_yx_label"]]
+    expected = [{"x": int(x), "y": int(y), "positive": bool(label)}
+                for y, x, label in data["clicks_yx_label"]]
     assert result["clicks"] == expected
     assert np.max(np.abs(np.array(result["ious"]) - data["ious"])) <= 1e-4
     assert metrics["NoC@85"] == record["noc85"] and metrics["NoC@90"] == record["noc90"]
