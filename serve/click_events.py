@@ -46,8 +46,8 @@ async def prompt_stream(labeller: Labeller, live: ObjectSession,
             result = labeller.add(live, prompt, lambda r: put(event("interim", r,
                                                                     [*before, prompt])))
             put(event("final", result, list(live.session.prompts)))
-            labeller.save(live)  # after the answer: the mask shows without waiting for it
-            put({"event": "saved", "object_id": live.object_id})
+            version = labeller.save(live)  # after the answer: the mask shows without waiting
+            put({"event": "saved", "object_id": live.object_id, "version": version})
         except Exception as err:
             put(err)
         finally:

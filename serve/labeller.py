@@ -263,11 +263,11 @@ class Labeller:
             with self._click_lock:
                 return live.session.add(prompt, on_interim)
 
-    def save(self, live: ObjectSession) -> None:
-        """Write the object's current state (a later click's, if one came in meanwhile)."""
+    def save(self, live: ObjectSession) -> int | None:
+        """Write the object's current state (a later click's, if one came in meanwhile); its
+        version, or None where nothing is saved (no mask, or the object was deleted)."""
         with live.lock:
-            if not live.closed:
-                self._save(live)
+            return None if live.closed else self._save(live)
 
     def undo(self, live: ObjectSession) -> ClickResult | None:
         with live.lock:
@@ -345,14 +345,14 @@ class Labeller:
 
     # internals
 
-    def _save(self, live: ObjectSession) -> None:
+    def _save(self, live: ObjectSession) -> int | None:
         session = live.session
         if session.result is None:
             self.store.delete(live.image, live.object_id)
-            return
-        self.store.save(live.image, live.object_id, session.result.mask, session.prompts,
-                        session.result.iou_prediction, session.refine_at,
-                        self.engine.model.model_id)
+            return None
+        return self.store.save(live.image, live.object_id, session.result.mask, session.prompts,
+                               session.result.iou_prediction, session.refine_at,
+                               self.engine.model.model_id).version
 
     def _encode(self, entry: OpenImage, path: Path) -> None:
         try:

@@ -35,8 +35,8 @@ def session_json(live: ObjectSession) -> dict:
 
 
 def object_json(obj: SavedObject, with_mask: bool = True) -> dict:
-    entry = {"object_id": obj.id, "prompts": prompts_to_json(obj.prompts), "area": obj.area,
-             "bbox": list(obj.bbox), "iou": obj.predicted_iou}
+    entry = {"object_id": obj.id, "version": obj.version, "prompts": prompts_to_json(obj.prompts),
+             "area": obj.area, "bbox": list(obj.bbox), "iou": obj.predicted_iou}
     if with_mask:
         entry["mask"] = mask_json(obj.mask())
     return entry

@@ -58,8 +58,16 @@ def image_pixels(labeller: LabellerDep, name: str):
 
 @router.get("/images/{name}/objects", responses=errors(404, 409, 422))
 def list_objects(labeller: LabellerDep, name: str, masks: bool = True):
-    """The saved objects of the image (masks as base64 row-major bits)."""
+    """The saved objects of the image (masks as base64 row-major bits). Each has a version,
+    +1 per save, which the page polls to see other tabs' changes."""
     return {"image": name, "objects": [object_json(o, masks) for o in labeller.objects(name)]}
+
+
+@router.get("/images/{name}/objects/{object_id}", responses=errors(404, 409, 422))
+def get_object(labeller: LabellerDep, name: str, object_id: int, masks: bool = True):
+    """One saved object (what a page fetches when another tab changed it)."""
+    labeller.folder.path(name)
+    return object_json(labeller.store.get(name, object_id), masks)
 
 
 @router.get("/images/{name}/objects/{object_id}/mask.png", response_class=Response,

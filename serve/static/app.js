@@ -73,9 +73,10 @@ function maskCanvas(mask, rgb) {
   return canvas;
 }
 
-function setObject(objectId, prompts, mask, iou) {
+function setObject(objectId, prompts, mask, iou, version) {
   if (!mask) { state.objects.delete(objectId); return; }
-  state.objects.set(objectId, {prompts, iou, canvas: maskCanvas(mask, colour(objectId))});
+  // version: the saved record's (undefined until this tab hears it was saved)
+  state.objects.set(objectId, {prompts, iou, version, canvas: maskCanvas(mask, colour(objectId))});
 }
 
 function draw() {
@@ -207,7 +208,7 @@ async function openImage(name) {
   for (const c of [masksCanvas, pointsCanvas]) { c.width = state.width; c.height = state.height; }
   const saved = await apiJson(`/api/images/${enc(name)}/objects`);
   if (seq !== state.openSeq) return;
-  for (const obj of saved.objects) setObject(obj.object_id, obj.prompts, obj.mask, obj.iou);
+  for (const obj of saved.objects) setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.version);
   state.ready = true;
   $("view").classList.remove("waiting");
   document.body.dataset.ready = name;  // the browser tests wait for this
@@ -285,7 +286,11 @@ function handleEvent(ev, clientMs, row) {
   window.focsamEvents.push({event: ev.event, prompts: ev.prompts?.length, object_id: ev.object_id,
                             decoded_on_refined: ev.decoded_on_refined});
   if (ev.event === "error") { showMessage(ev.detail); return row; }
-  if (ev.event === "saved") return row;
+  if (ev.event === "saved") {
+    const obj = state.objects.get(ev.object_id);
+    if (obj) obj.version = ev.version;
+    return row;
+  }
   setObject(ev.object_id, ev.prompts, ev.mask, ev.iou);
   draw();
   return logRow(ev, clientMs, row);
@@ -356,6 +361,49 @@ function deleteObject(objectId) {
   });
 }
 
+// other tabs and people on the same image: their saves show here within a second
+
+let syncQueued = false;
+function queueSync() {
+  if (syncQueued || !state.ready || document.visibilityState !== "visible") return;
+  syncQueued = true;
+  const image = state.current;
+  // In the click chain, so that no answer of this tab's is in flight while the saved
+  // records replace what the page shows.
+  state.chain = state.chain.then(async () => {
+    try { if (state.current === image && state.ready) await syncObjects(image); } catch (_) {
+      /* the server is away: the next poll tries again */
+    } finally { syncQueued = false; }
+  });
+}
+
+async function syncObjects(image) {
+  const saved = (await apiJson(`/api/images/${enc(image)}/objects?masks=false`)).objects;
+  if (state.current !== image) return;
+  const savedIds = new Set(saved.map((o) => o.object_id));
+  let changed = false;
+  for (const id of [...state.objects.keys()]) {
+    if (savedIds.has(id)) continue;
+    state.objects.delete(id);
+    changed = true;
+    if (id === state.activeId) {
+      Object.assign(state, {activeId: null, sessionId: null});
+      showMessage(`object ${id} was deleted elsewhere`);
+    }
+  }
+  for (const entry of saved) {
+    if (state.objects.get(entry.object_id)?.version === entry.version) continue;
+    const obj = await apiJson(`/api/images/${enc(image)}/objects/${entry.object_id}`);
+    if (state.current !== image) return;
+    setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.version);
+    changed = true;
+  }
+  if (changed) {
+    window.focsamEvents.push({event: "synced", objects: state.objects.size});
+    draw();
+  }
+}
+
 function toggleMode() {
   state.negative = !state.negative;
   const button = $("mode");
@@ -417,4 +465,5 @@ document.addEventListener("keydown", (e) => {
   if (first) openImage(first.name);
   else $("status").textContent = "no images in the folder: upload one";
   setInterval(refreshBackground, 1500);
+  setInterval(queueSync, 700);
 })();

@@ -203,3 +203,49 @@ def test_a_page_of_another_origin_cannot_change_the_server(browser, server, imag
     click_pixel(page, 170, 125, (320, 240))
     wait_for_event(page, "saved", 1)
     page.close()
+
+
+def objects_shown(page) -> dict[int, str]:
+    """The object list as the page shows it: id -> its label text."""
+    return {int(li.get_attribute("data-object-id")): li.inner_text()
+            for li in page.locator("#objects li").all()}
+
+
+def test_two_tabs_on_one_image_see_each_others_changes(browser, server, tmp_path):
+    """Created, changed and deleted objects show in the other tab without any action there
+    (it polls every 0.7 s; nothing here asserts a time)."""
+    size, labels = (320, 240), tmp_path / "labels"
+    tabs = [browser.new_page(viewport={"width": 1400, "height": 900}) for _ in range(2)]
+    for tab in tabs:
+        tab.goto(server.url)
+        tab.wait_for_selector('body[data-ready="a_shapes.png"]', timeout=WAIT_MS)
+    a, b = tabs
+
+    click_pixel(a, 170, 125, size)
+    wait_for_event(a, "saved", 1)
+    b.wait_for_function("document.querySelectorAll('#objects li').length === 1",
+                        timeout=WAIT_MS)
+    assert "1 click" in objects_shown(b)[1]
+    assert b.evaluate("focsamEvents.filter(e => e.event === 'final').length") == 0
+
+    b.locator('#objects li[data-object-id="1"] .label').click()  # B continues A's object
+    click_pixel(b, 60, 55, size, button="right")
+    wait_for_event(b, "saved", 1)
+    a.wait_for_function("document.querySelector('#objects li[data-object-id=\"1\"]')"
+                        ".innerText.includes('2 clicks')", timeout=WAIT_MS)
+    coco, masks = saved(labels, "a_shapes.png")
+    assert clicks_of(coco, 1) == [(170, 125, True), (60, 55, False)]
+    shown = a.evaluate("(() => { const c = state.objects.get(1).canvas; const d = c.getContext"
+                       "('2d').getImageData(0, 0, c.width, c.height).data; const m = [];"
+                       " for (let i = 3; i < d.length; i += 4) m.push(d[i] ? 1 : 0);"
+                       " return m; })()")
+    np.testing.assert_array_equal(np.array(shown, bool).reshape(size[1], size[0]),
+                                  masks[1] > 0)  # A draws the mask B's click saved
+
+    a.keyboard.press("Delete")  # A's selected object is 1
+    b.wait_for_function("document.querySelectorAll('#objects li').length === 0",
+                        timeout=WAIT_MS)
+    assert "deleted elsewhere" in b.inner_text("#message")
+    assert saved(labels, "a_shapes.png")[0]["annotations"] == []
+    for tab in tabs:
+        tab.close()

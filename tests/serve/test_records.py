@@ -53,6 +53,7 @@ def test_two_clients_on_one_object_lose_no_acknowledged_click(tiny_model_dir, im
                 for _ in range(2)]
         assert tabs[0]["session_id"] == tabs[1]["session_id"] == first["session_id"]
         acknowledged: list[dict] = []
+        versions: list[int] = []  # each save's, as its answer says
         lock = threading.Lock()
 
         def clicker(tab: int) -> None:
@@ -62,9 +63,11 @@ def test_two_clients_on_one_object_lose_no_acknowledged_click(tiny_model_dir, im
                          "positive": bool(rng.integers(2))}
                 lines = client.post(f"/api/sessions/{tabs[tab]['session_id']}/clicks",
                                     json=click).text.splitlines()
-                if json.loads(lines[-1])["event"] == "saved":
+                last = json.loads(lines[-1])
+                if last["event"] == "saved":
                     with lock:
                         acknowledged.append(click)
+                        versions.append(last["version"])
 
         threads = [threading.Thread(target=clicker, args=(tab,)) for tab in range(2)]
         for thread in threads:
@@ -75,6 +78,9 @@ def test_two_clients_on_one_object_lose_no_acknowledged_click(tiny_model_dir, im
         (saved,) = client.get("/api/images/a_shapes.png/objects").json()["objects"]
         assert len(saved["prompts"]) == 21
         assert all(c in saved["prompts"] for c in acknowledged)
+        assert sorted(versions) == list(range(2, 22)) and saved["version"] == 21
+        one = client.get(f"/api/images/a_shapes.png/objects/{first['object_id']}").json()
+        assert one == saved  # what a page fetches when another tab changed the object
         views = [client.get(f"/api/sessions/{tab['session_id']}").json() for tab in tabs]
         assert views[0]["prompts"] == views[1]["prompts"] == saved["prompts"]
     record = SavedObject.from_coco(json.loads(
