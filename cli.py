@@ -49,6 +49,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+WEIGHTS_HELP = ("Instead of --model: a checkpoint name from `weights list`, or a URL with "
+                "--sha256, fetched (verified, resumable) and exported once into the cache "
+                "($FOCSAM_ONNX_CACHE, default ~/.cache/focsam-onnx); later runs reuse it.")
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 
 _verbose = False  # set by the --verbose option
@@ -251,7 +254,11 @@ def refine_at_option(value: int | None) -> int | None | str:
 @one_line_errors
 def segment(
     image: Path = typer.Argument(..., help="Image file (any format OpenCV reads)."),
-    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    model: Path | None = typer.Option(None, "--model",
+                                      help="Folder written by `focsam-onnx export`."),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    sha256: str | None = typer.Option(None, "--sha256",
+                                      help="Expected sha256 of a --weights URL."),
     clicks: str | None = typer.Option(
         None, "--clicks", help="'X,Y,+;X,Y,-;...' in original image pixels (x column, y row), "
                                "applied in order."),
@@ -293,6 +300,7 @@ def segment(
     bgr = load_image(image)
     for prompt in prompts:
         prompt.checked(bgr.shape[1], bgr.shape[0])
+    model = model_option(model, weights, sha256)
     engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
                                encoder_precision=encoder_precision)
     encoded = engine.open_image(bgr)
@@ -546,7 +554,11 @@ def bench(ctx: typer.Context):
 @app.command()
 @one_line_errors
 def serve(
-    model: Path = typer.Option(..., "--model", help="Folder written by `focsam-onnx export`."),
+    model: Path | None = typer.Option(None, "--model",
+                                      help="Folder written by `focsam-onnx export`."),
+    weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    sha256: str | None = typer.Option(None, "--sha256",
+                                      help="Expected sha256 of a --weights URL."),
     images: Path | None = typer.Option(
         None, "--images", help="Folder of images to label (uploads are added to it). "
                                "Default: OUT/images."),
@@ -578,6 +590,7 @@ def serve(
     from focsam_onnx.serve.server import run_server
 
     threads = resolve_threads(threads)
+    model = model_option(model, weights, sha256)
     images = images if images is not None else out / "images"
     images.mkdir(parents=True, exist_ok=True)
     settings = LabellerSettings(model=model, images=images, out=out, cache_dir=cache_dir,
@@ -644,6 +657,34 @@ def weights_fetch(
                                              "partial download is kept for the next run)."),
 ):
     """Download a checkpoint (progress bar; resumes a partial download; sha256-verified)."""
+    if (name is None) == (url is None):
+        fail("give a NAME from `focsam-onnx weights list`, or --url URL with --sha256 HEX")
+    url, sha256, filename, size = published_file(name or url, sha256, "--url")
+    path = download(url, sha256, dest / filename, size, timeout)
+    console.print(f"{path}: sha256 verified; next: focsam-onnx export --ckpt {path} "
+                  f"--out exported/{Path(filename).stem}", highlight=False, soft_wrap=True)
+
+
+def published_file(name_or_url: str, sha256: str | None, url_option: str
+                   ) -> tuple[str, str, str, int | None]:
+    """A catalogue name, or a URL with its sha256 -> (url, sha256, file name, size if known)."""
+    from focsam_onnx.weights.catalog import find
+
+    if urllib.parse.urlsplit(name_or_url).scheme not in ("http", "https"):
+        entry = find(name_or_url)
+        if entry.url is None:
+            fail(f"{entry.name} cannot be fetched automatically: {entry.by_hand}")
+        return entry.url, entry.sha256, entry.filename, entry.size
+    if sha256 is None:
+        fail(f"{url_option} URL needs --sha256 HEX: a download is only kept once verified")
+    filename = Path(urllib.parse.unquote(urllib.parse.urlsplit(name_or_url).path)).name
+    if not filename:
+        fail(f"{name_or_url} names no file; give a URL ending in the file name")
+    return name_or_url, sha256, filename, None
+
+
+def download(url: str, sha256: str, dest: Path, size: int | None, timeout: float = 30.0) -> Path:
+    """`weights.download.fetch` with a progress bar."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -652,31 +693,51 @@ def weights_fetch(
         TransferSpeedColumn,
     )
 
-    from focsam_onnx.weights.catalog import find
     from focsam_onnx.weights.download import fetch
 
-    if (name is None) == (url is None):
-        fail("give a NAME from `focsam-onnx weights list`, or --url URL with --sha256 HEX")
-    if url is not None:
-        if sha256 is None:
-            fail("--url needs --sha256 HEX: a download is only kept once verified")
-        filename = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
-        if not filename:
-            fail(f"{url} names no file; give a URL ending in the file name")
-        size = None
-    else:
-        entry = find(name)
-        if entry.url is None:
-            fail(f"{entry.name} cannot be fetched automatically: {entry.by_hand}")
-        url, sha256, filename, size = entry.url, entry.sha256, entry.filename, entry.size
     columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task(filename, total=size)
-        path = fetch(url, sha256, dest / filename, size, timeout,
+        task = progress.add_task(dest.name, total=size)
+        return fetch(url, sha256, dest, size, timeout,
                      lambda done, total: progress.update(task, completed=done, total=total))
-    console.print(f"{path}: sha256 verified; next: focsam-onnx export --ckpt {path} "
-                  f"--out exported/{Path(filename).stem}", highlight=False, soft_wrap=True)
+
+
+def model_from_weights(weights: str, sha256: str | None) -> Path:
+    """The export of checkpoint `weights` (a catalogue name or a URL), fetched and exported
+    into the cache on first use, reused afterwards."""
+    from focsam_onnx.export.model_cache import checkpoint_path, export_dir, is_exported
+
+    url, sha256, filename, size = published_file(weights, sha256, "--weights")
+    out = export_dir(filename, sha256.strip().lower())
+    if is_exported(out):
+        console.print(f"{weights}: the export made on first use, {out}", highlight=False,
+                      soft_wrap=True)
+        return out
+    for module in ("torch", "onnx", "onnxscript"):
+        require(module, f"exporting {weights} on first use", "export")
+    from focsam_onnx.export.model_cache import export_once
+    from focsam_onnx.export.model_source import quiet_exporter_logs
+
+    checkpoint = download(url, sha256, checkpoint_path(filename), size)
+    if not _verbose:
+        quiet_exporter_logs()
+    console.print(f"{weights}: exporting {checkpoint} once into {out} (later runs reuse it)",
+                  highlight=False, soft_wrap=True)
+    with console.status("") as status:
+        export_once(checkpoint, out, on_graph=lambda name: status.update(
+            f"exporting the {name} graph and checking parity"))
+    return out
+
+
+def model_option(model: Path | None, weights: str | None, sha256: str | None) -> Path:
+    """--model DIR or --weights NAME|URL (exactly one) -> the export folder to open."""
+    if (model is None) == (weights is None):
+        fail("give --model DIR (a folder from `focsam-onnx export`) or --weights NAME "
+             "(from `focsam-onnx weights list`, fetched and exported on first use)")
+    if sha256 is not None and weights is None:
+        fail("--sha256 goes with --weights URL")
+    return model if model is not None else model_from_weights(weights, sha256)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,18 @@ def test_readme_serve_command_parses():
     assert options and all(o in result.output for o in options)
 
 
+def test_readme_one_command_serve_names_a_fetchable_checkpoint():
+    from focsam_onnx.weights.catalog import find
+
+    text = (REPO / "README.md").read_text().split("## Label in the browser\n", 1)[1]
+    (line,) = [ln for ln in text.splitlines() if " serve --weights " in ln]
+    argv = shlex.split(line)[1:]
+    assert find(argv[argv.index("--weights") + 1]).url is not None
+    result = runner.invoke(app, [*argv, "--help"])
+    assert result.exit_code == 0 and all(
+        o in result.output for o in argv if o.startswith("--")), result.output
+
+
 def test_readme_precision_commands_run(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     outputs = []
