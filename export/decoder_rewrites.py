@@ -42,10 +42,12 @@ class ImageCrossAttention(nn.Module):
     """`Attention` between T tokens and many image tokens, the image side folded when T is small.
 
     `tokens_query`: True for token->image (queries are the tokens), False for image->token.
+    `fold_max_tokens`: None folds whatever the token count (for graphs that pick the order
+    outside, as the SAM-compatible decoder does).
     """
 
     def __init__(self, attn: Attention, tokens_query: bool,
-                 fold_max_tokens: int = FOLD_MAX_TOKENS) -> None:
+                 fold_max_tokens: int | None = FOLD_MAX_TOKENS) -> None:
         super().__init__()
         self.attn, self.tokens_query, self.fold_max_tokens = attn, tokens_query, fold_max_tokens
         h = attn.num_heads
@@ -63,8 +65,10 @@ class ImageCrossAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: (1, Tq, C), k and v: (1, Tk, C) -> (1, Tq, C), as `Attention`."""
-        tokens = q.shape[1] if self.tokens_query else k.shape[1]
         folded = self._tokens_to_image if self.tokens_query else self._image_to_tokens
+        if self.fold_max_tokens is None:
+            return folded(q, k, v)
+        tokens = q.shape[1] if self.tokens_query else k.shape[1]
         return torch.cond(tokens <= self.fold_max_tokens, folded, self._projected, (q, k, v))
 
     def _projected(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -96,15 +100,18 @@ class ImageCrossAttention(nn.Module):
         return torch.matmul(weights, values + attn.out_proj.bias / h)  # (1, N, C)
 
 
-def rewrite_decoder(decoder: MaskDecoder) -> MaskDecoder:
-    """A copy of `decoder` with every rewrite above applied (`decoder` is left untouched)."""
+def rewrite_decoder(decoder: MaskDecoder,
+                    fold_max_tokens: int | None = FOLD_MAX_TOKENS) -> MaskDecoder:
+    """A copy of `decoder` with every rewrite above applied (`decoder` is left untouched);
+    `fold_max_tokens` as `ImageCrossAttention`'s."""
     fast = copy.deepcopy(decoder)
     transformer = fast.transformer
+
+    def fold(attn: Attention, tokens_query: bool) -> ImageCrossAttention:
+        return ImageCrossAttention(attn, tokens_query, fold_max_tokens)
+
     for layer in transformer.layers:
-        layer.cross_attn_token_to_image = ImageCrossAttention(layer.cross_attn_token_to_image,
-                                                              tokens_query=True)
-        layer.cross_attn_image_to_token = ImageCrossAttention(layer.cross_attn_image_to_token,
-                                                              tokens_query=False)
-    transformer.final_attn_token_to_image = ImageCrossAttention(
-        transformer.final_attn_token_to_image, tokens_query=True)
+        layer.cross_attn_token_to_image = fold(layer.cross_attn_token_to_image, True)
+        layer.cross_attn_image_to_token = fold(layer.cross_attn_image_to_token, False)
+    transformer.final_attn_token_to_image = fold(transformer.final_attn_token_to_image, True)
     return fast

@@ -23,6 +23,7 @@ converted down by onnx's version converter.
 
 from __future__ import annotations
 
+import io
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +40,7 @@ from torch import nn
 from focsam_onnx.config import IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import ENCODER, SAM_DECODER, SAM_ENCODER
 from focsam_onnx.engine.preprocess import PIXEL_MEAN, PIXEL_STD
+from focsam_onnx.export.decoder_rewrites import FOLD_MAX_TOKENS, rewrite_decoder
 from focsam_onnx.export.manifest import GraphReport, external_data_files
 from focsam_onnx.export.parity import ParityCase, check_parity
 from focsam_onnx.models.focsam import FocSAM
@@ -75,10 +77,10 @@ class SamDecoderGraph(nn.Module):
     (1, 4, 256, 256).
     """
 
-    def __init__(self, model: FocSAM):
+    def __init__(self, model: FocSAM, decode_head: nn.Module | None = None):
         super().__init__()
         self.neck = model.neck
-        self.decode_head = model.decode_head
+        self.decode_head = decode_head if decode_head is not None else model.decode_head
         with torch.no_grad():
             self.register_buffer("grid_pe", model.neck.grid_pe().clone(), persistent=False)
 
@@ -132,29 +134,98 @@ def _export_encoder(model: FocSAM, out_dir: Path, opset: int) -> GraphReport:
 
 def _export_decoder(model: FocSAM, out_dir: Path, opset: int) -> GraphReport:
     start = time.perf_counter()
-    module = SamDecoderGraph(model).eval()
-    cases = _decoder_cases()
     path = out_dir / SAM_DECODER.filename
+    graph = sam_decoder_graph(model, opset)
+    onnx.save(graph, str(path))
+    parity = check_parity(path, SAM_DECODER, SamDecoderGraph(model).eval(), _decoder_cases())
+    return _report(SAM_DECODER.name, path, parity, start, graph)
+
+
+def sam_decoder_graph(model: FocSAM, opset: int, rewrite: bool = True) -> onnx.ModelProto:
+    """sam_decoder.onnx's graph: an ONNX `If` on the point count, the exact rewrite of
+    `decoder_rewrites.py` (image-side projections folded onto the tokens) while there are at
+    most FOLD_MAX_POINTS points, the decoder as written beyond (only that with `rewrite` False,
+    for comparisons). The TorchScript exporter cannot trace a run-time branch, so each order is
+    traced on its own and the two graphs become the branches (their shared weights kept once).
+    """
+    cases = _decoder_cases()
+    graph = _traced_decoder(SamDecoderGraph(model).eval(), cases, opset)
+    if rewrite:
+        folded = SamDecoderGraph(model, rewrite_decoder(model.decode_head, None)).eval()
+        graph = _without_duplicate_constants(
+            _branch_on_points(_traced_decoder(folded, cases, opset), graph))
+    graph.ir_version = helper.find_min_ir_version_for(list(graph.opset_import))
+    # The tracer leaves every axis of the resized `masks` symbolic, and the `If` hides the
+    # others' sizes; batch and token count are always 1 and 4, which clients (and the spec
+    # check) read from the graph.
+    for output, spec in zip(graph.graph.output, SAM_DECODER.outputs):
+        for dim, size in zip(output.type.tensor_type.shape.dim, spec.shape):
+            if isinstance(size, int):
+                dim.Clear()
+                dim.dim_value = size
+    return graph
+
+
+def _traced_decoder(module: SamDecoderGraph, cases: list[ParityCase],
+                    opset: int) -> onnx.ModelProto:
     dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"},
                     "masks": {2: "orig_height", 3: "orig_width"}}
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(module, cases[0].inputs, str(path), dynamo=False,
+        torch.onnx.export(module, cases[0].inputs, buffer, dynamo=False,
                           opset_version=opset, do_constant_folding=True,
                           input_names=SAM_DECODER.input_names,
                           output_names=SAM_DECODER.output_names, dynamic_axes=dynamic_axes)
-    graph = _without_duplicate_constants(onnx.load(str(path)))
-    graph.ir_version = helper.find_min_ir_version_for(list(graph.opset_import))
-    # The tracer leaves every axis of the resized `masks` symbolic; batch and token count are
-    # always 1 and 4, which clients (and the spec check) read from the graph.
-    for dim, size in zip(graph.graph.output[0].type.tensor_type.shape.dim,
-                         SAM_DECODER.outputs[0].shape):
-        if isinstance(size, int):
-            dim.Clear()
-            dim.dim_value = size
-    onnx.save(graph, str(path))
-    parity = check_parity(path, SAM_DECODER, module, cases)
-    return _report(SAM_DECODER.name, path, parity, start, graph)
+    return _without_duplicate_constants(onnx.load_from_string(buffer.getvalue()))
+
+
+def _branch_on_points(folded: onnx.ModelProto, projected: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph: `folded` while point_coords has at most FOLD_MAX_POINTS points, else
+    `projected`. Both take the same inputs; their values are renamed apart and their
+    initializers lifted to the outer graph, where the branches read them."""
+    outer = projected.graph
+    inputs = {i.name for i in outer.input}
+    branches, initializers = [], []
+    for prefix, model in (("folded/", folded), ("projected/", projected)):
+        body = model.graph
+
+        def name(value: str, prefix: str = prefix) -> str:
+            return value if value in inputs or not value else prefix + value
+
+        nodes = []
+        for node in body.node:
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                   for a in node.attribute):
+                raise RuntimeError(f"unexpected subgraph in the traced decoder: {node.op_type}")
+            renamed = onnx.NodeProto()
+            renamed.CopyFrom(node)
+            renamed.name = prefix + node.name
+            renamed.input[:] = [name(v) for v in node.input]
+            renamed.output[:] = [name(v) for v in node.output]
+            nodes.append(renamed)
+        for tensor in body.initializer:
+            lifted = onnx.TensorProto()
+            lifted.CopyFrom(tensor)
+            lifted.name = name(tensor.name)
+            initializers.append(lifted)
+        outputs = [helper.make_tensor_value_info(name(o.name), o.type.tensor_type.elem_type,
+                                                 None) for o in body.output]
+        branches.append(helper.make_graph(nodes, prefix.rstrip("/"), [], outputs))
+    p = "points_branch/"
+    choose = [
+        helper.make_node("Shape", [SAM_DECODER.input_names[1]], [p + "shape"]),
+        helper.make_node("Gather", [p + "shape", p + "axis"], [p + "points"], axis=0),
+        helper.make_node("LessOrEqual", [p + "points", p + "max"], [p + "fold"]),
+        helper.make_node("If", [p + "fold"], [o.name for o in outer.output],
+                         then_branch=branches[0], else_branch=branches[1]),
+    ]
+    initializers += [numpy_helper.from_array(np.array(1, np.int64), p + "axis"),
+                     numpy_helper.from_array(np.array(FOLD_MAX_POINTS, np.int64), p + "max")]
+    graph = helper.make_graph(choose, "sam_decoder", list(outer.input), list(outer.output),
+                              initializers)
+    return helper.make_model(graph, opset_imports=list(projected.opset_import),
+                             producer_name=projected.producer_name)
 
 
 def _without_duplicate_constants(graph: onnx.ModelProto) -> onnx.ModelProto:
@@ -168,6 +239,11 @@ def _without_duplicate_constants(graph: onnx.ModelProto) -> onnx.ModelProto:
     LiftConstantsToInitializersPass()(model)
     DeduplicateHashedInitializersPass()(model)
     return onnx_ir.to_proto(model)
+
+
+# The folded order while the transformer's tokens (the IoU token, 4 mask tokens and the
+# points, padding included: segment-anything's clients add it themselves) are few enough.
+FOLD_MAX_POINTS = FOLD_MAX_TOKENS - 5
 
 
 def _decoder_cases() -> list[ParityCase]:
@@ -184,6 +260,12 @@ def _decoder_cases() -> list[ParityCase]:
              for name, hw in sizes.items()]
     cases.append(ParityCase("box + click, mask, 1024x1024",
                             (embeddings, *box_and_click, logits, yes, torch.tensor([1024.0] * 2))))
+    for n in (FOLD_MAX_POINTS, FOLD_MAX_POINTS + 1):  # the last folded count, the first not
+        points = torch.rand(1, n, 2, generator=gen) * 1000
+        labels = (torch.arange(n) % 2).to(torch.float32).unsqueeze(0)
+        cases.append(ParityCase(f"{n} points, mask, 480x640",
+                                (embeddings, points, labels, logits, yes,
+                                 torch.tensor([480.0, 640.0]))))
     return cases
 
 

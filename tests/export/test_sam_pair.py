@@ -43,15 +43,38 @@ def official(request, sam_vit_b_export, tmp_path_factory):
                                                            orig_hw=request.param))
 
 
-@pytest.mark.parametrize("prompt", ["click + padding", "box + click", "box + padding, mask"])
+def _clicks(n: int) -> tuple[list, list]:
+    """n clicks and the padding point."""
+    xy = np.random.default_rng(n).uniform(0, 1023, (n, 2)).tolist()
+    return [*xy, [0.0, 0.0]], [i % 2 for i in range(n)] + [-1]
+
+
+# The graph folds the image-side projections up to FOLD_MAX_POINTS points (11), and runs the
+# decoder as written from 12: both branches against the official export.
+PROMPTS = {"click + padding": ([[400.0, 300.0], [0.0, 0.0]], [1, -1]),
+           "box + click": ([[510.0, 330.0], [100.0, 80.0], [900.0, 700.0]], [1, 2, 3]),
+           "box + padding, mask": ([[100.0, 80.0], [900.0, 700.0], [0.0, 0.0]], [2, 3, -1]),
+           "10 clicks + padding": _clicks(10), "11 clicks + padding, mask": _clicks(11)}
+
+
+def test_the_decoder_branches_on_the_point_count(sam_vit_b_export):
+    from focsam_onnx.export.sam_pair import FOLD_MAX_POINTS
+
+    graph = onnx.load(str(sam_vit_b_export[1] / SAM_DECODER.filename))
+    assert [n.op_type for n in graph.graph.node] == ["Shape", "Gather", "LessOrEqual", "If"]
+    assert graph.graph.node[0].input == [SAM_DECODER.input_names[1]]  # point_coords
+    limit = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}[
+        graph.graph.node[2].input[1]]
+    assert int(limit) == FOLD_MAX_POINTS == 11
+    then, otherwise = (a.g for a in graph.graph.node[3].attribute)
+    assert Counter(n.op_type for n in then.node) != Counter(n.op_type for n in otherwise.node)
+
+
+@pytest.mark.parametrize("prompt", list(PROMPTS))
 def test_outputs_equal_sam_onnx_model(ours, official, prompt):
     hw, theirs = official
     rng = np.random.default_rng(len(prompt))
-    coords = {"click + padding": [[400.0, 300.0], [0.0, 0.0]],
-              "box + click": [[510.0, 330.0], [100.0, 80.0], [900.0, 700.0]],
-              "box + padding, mask": [[100.0, 80.0], [900.0, 700.0], [0.0, 0.0]]}[prompt]
-    labels = {"click + padding": [1, -1], "box + click": [1, 2, 3],
-              "box + padding, mask": [2, 3, -1]}[prompt]
+    coords, labels = PROMPTS[prompt]
     feeds = dict(zip(SAM_DECODER.input_names, (
         rng.normal(size=(1, 256, 64, 64)).astype(np.float32),
         np.array([coords], np.float32), np.array([labels], np.float32),
