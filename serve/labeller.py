@@ -1,10 +1,12 @@
 """The labelling state behind the web app: open images, object sessions, saving after each step.
 
-One engine serves every tab and user, and one executor runs all of its work (encodes, clicks)
-off the event loop. Its shared parts are guarded: one lock around foreground encodes (the cache
-and the encoder session), one around decoder/refiner runs (two clicks at once would only split
-the cores between them). Each object session has its own lock, so a session sees its clicks in
-order; session ids are unguessable.
+One engine serves every tab and user, off the event loop. Clicks, undos and resets run on the
+click pool (`click_pool.py`): several sessions' clicks at once on the engine's shared decoder
+and refiner sessions, each session's in the order they came (its lane). Opening an image
+encodes it on its own executor, one image at a time behind a lock that also guards the cache;
+the rest (new sessions, uploads, the stateless predict) runs on a small general executor.
+Each object session also has a lock, so that deleting its object waits for a click in flight;
+session ids are unguessable.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from focsam_onnx.engine.prompts import Prompt
 from focsam_onnx.engine.replay_cache import DEFAULT_BUDGET_BYTES, ReplayCache, Replayed
 from focsam_onnx.errors import Busy, FocSAMError, InvalidInput, NotFound, Unavailable
 from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
+from focsam_onnx.serve.click_pool import ClickPool, Lane, default_click_workers
 from focsam_onnx.serve.encoder_queue import EncoderQueue
 from focsam_onnx.serve.images import ImageFolder
 
@@ -50,7 +53,7 @@ MAX_SESSIONS = 256  # each holds up to a few embeddings-sized arrays
 SESSION_IDLE_S = 600.0  # a session unused this long may make room for a new one
 MAX_OPEN_IMAGES = 8
 MAX_STATELESS_IMAGES = 32  # encoded images the predict endpoint keeps (4 MB of embeddings each)
-ENGINE_WORKERS = 4  # encodes and clicks in flight at once (the locks below order the work)
+ENGINE_WORKERS = 4  # new sessions, uploads and stateless predictions in flight at once
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class LabellerSettings:
     max_upload_bytes: int = 50 << 20
     replay_cache_bytes: int = DEFAULT_BUDGET_BYTES  # the predict endpoint's prefix cache
     refine_at: RefineAt = "upstream"
+    click_workers: int | None = None  # clicks in flight at once (default: usable cores)
+    click_threads: int | None = None  # intra-op threads of each click (default: `threads`)
 
 
 @dataclass
@@ -88,6 +93,7 @@ class ObjectSession:
     object_id: int
     session: ClickSession
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lane: Lane = field(default_factory=Lane)  # its clicks, undos and resets, in order
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
 
@@ -110,14 +116,16 @@ class Labeller:
             self._temp_cache = cache_dir = Path(tempfile.mkdtemp(prefix="focsam-serve-cache-"))
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
                                         cache_dir=cache_dir,
-                                        encoder_precision=settings.encoder_precision)
+                                        encoder_precision=settings.encoder_precision,
+                                        click_threads=settings.click_threads)
         self.refine_at = resolve_refine_at(settings.refine_at, self.engine.model.has_refiner)
         self.executor = ThreadPoolExecutor(ENGINE_WORKERS, thread_name_prefix="engine")
+        self.clicks = ClickPool(settings.click_workers or default_click_workers())
+        self._encodes = ThreadPoolExecutor(1, thread_name_prefix="encode")
         self.queue = (EncoderQueue(settings.model, cache_dir, self.engine.model.threads,
                                    settings.encoder_precision, self._record_encode)
                       if settings.prefetch > 0 else None)
         self._encode_lock = threading.Lock()
-        self._click_lock = threading.Lock()
         self._resume_lock = threading.Lock()
         self._lock = threading.Lock()  # the two tables below
         self._images: OrderedDict[str, OpenImage] = OrderedDict()
@@ -131,10 +139,17 @@ class Labeller:
             self.queue.start()
 
     def run(self, function: Callable[..., T], *args) -> asyncio.Future[T]:
-        """`function(*args)` on the engine's executor, awaitable from the event loop."""
+        """`function(*args)` on the general executor, awaitable from the event loop."""
         return asyncio.wrap_future(self.executor.submit(function, *args))
 
+    def run_in_session(self, live: ObjectSession, function: Callable[..., T],
+                       *args) -> asyncio.Future[T]:
+        """`function(*args)` on the click pool, after the jobs already sent to `live`."""
+        return asyncio.wrap_future(self.clicks.submit(live.lane, function, *args))
+
     def close(self) -> None:
+        self.clicks.close()
+        self._encodes.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.queue is not None:
             self.queue.close()
@@ -150,7 +165,7 @@ class Labeller:
             entry = self._images.get(name)
             if entry is None or entry.state == "error":
                 entry = self._images[name] = OpenImage(name)
-                self.executor.submit(self._encode, entry, path)
+                self._encodes.submit(self._encode, entry, path)
             self._images.move_to_end(name)
             self._forget_old_images()
         if self.queue is not None:
@@ -215,8 +230,7 @@ class Labeller:
                 return live
             saved = self.store.get(name, object_id)
             session = ClickSession(self.engine, encoded, saved.refine_at)
-            with self._click_lock:
-                session.replay(saved.prompts)
+            session.replay(saved.prompts)
             return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
                                                 session))
 
@@ -260,8 +274,7 @@ class Labeller:
         """Add a click or a box and predict; `save(live)` then writes it (after the answer)."""
         with live.lock:
             live.check_open()
-            with self._click_lock:
-                return live.session.add(prompt, on_interim)
+            return live.session.add(prompt, on_interim)
 
     def save(self, live: ObjectSession) -> int | None:
         """Write the object's current state (a later click's, if one came in meanwhile); its
@@ -308,8 +321,7 @@ class Labeller:
         """The mask of `prompts` on `image` (an uploaded image's hash or a folder image's name),
         exactly as a session given the same prompts in order, from the replay cache."""
         encoded = self._stateless_image(image)
-        with self._click_lock:
-            return self.replays.replay(self.engine, encoded, prompts, refine_at)
+        return self.replays.replay(self.engine, encoded, prompts, refine_at)
 
     def _stateless_image(self, ref: str) -> EncodedImage:
         with self._lock:
