@@ -3,10 +3,11 @@
 One engine serves every tab and user, off the event loop. Clicks, undos and resets run on the
 click pool (`click_pool.py`): several sessions' clicks at once on the engine's shared decoder
 and refiner sessions, each session's in the order they came (its lane). Opening an image
-encodes it on its own executor, one image at a time behind a lock that also guards the cache;
-the rest (new sessions, uploads, the stateless predict) runs on a small general executor.
-Each object session also has a lock, so that deleting its object waits for a click in flight;
-session ids are unguessable.
+encodes it on its own executor, one image at a time behind a lock that also guards the cache,
+or with `ray` set sends it to the Ray encoder pool ahead of its pre-encodes (the server then
+loads no encoder; `cluster/serve_encoder.py`); the rest (new sessions, uploads, the stateless
+predict) runs on a small general executor. Each object session also has a lock, so that
+deleting its object waits for a click in flight; session ids are unguessable.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +39,7 @@ from focsam_onnx.engine.click_session import (
 )
 from focsam_onnx.engine.focsam_engine import EncodedImage, FocSAMEngine
 from focsam_onnx.engine.image_io import decode_image
+from focsam_onnx.engine.loaded_model import CLICK_GRAPHS
 from focsam_onnx.engine.prompts import Prompt
 from focsam_onnx.engine.replay_cache import DEFAULT_BUDGET_BYTES, ReplayCache, Replayed
 from focsam_onnx.errors import Busy, FocSAMError, InvalidInput, NotFound, Unavailable
@@ -70,6 +72,10 @@ class LabellerSettings:
     refine_at: RefineAt = "upstream"
     click_workers: int | None = None  # clicks in flight at once (default: usable cores)
     click_threads: int | None = None  # intra-op threads of each click (default: `threads`)
+    ray: str | None = None  # encode on a Ray pool: "local", "auto" or "HOST:PORT"
+    ray_workers: int | None = None  # default: as many as the cluster's CPUs allow
+    ray_worker_cpus: int = 1
+    ray_worker_memory_bytes: int | None = None  # default: twice the encoder's weights + 0.5 GiB
 
 
 @dataclass
@@ -111,20 +117,25 @@ class Labeller:
         self.store = AnnotationStore(settings.out)
         self._temp_cache = None
         cache_dir = settings.cache_dir
-        if cache_dir is None and settings.prefetch > 0:
-            # The background encoder hands its results over through a disk cache.
+        if cache_dir is None and (settings.prefetch > 0 or settings.ray is not None):
+            # Pre-encodes are handed over through a disk cache (and outlive the memory LRU).
             self._temp_cache = cache_dir = Path(tempfile.mkdtemp(prefix="focsam-serve-cache-"))
+        graphs = ("decoder", "refiner") if settings.ray is not None else CLICK_GRAPHS
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
                                         cache_dir=cache_dir,
                                         encoder_precision=settings.encoder_precision,
-                                        click_threads=settings.click_threads)
+                                        graphs=graphs, click_threads=settings.click_threads)
         self.refine_at = resolve_refine_at(settings.refine_at, self.engine.model.has_refiner)
         self.executor = ThreadPoolExecutor(ENGINE_WORKERS, thread_name_prefix="engine")
         self.clicks = ClickPool(settings.click_workers or default_click_workers())
-        self._encodes = ThreadPoolExecutor(1, thread_name_prefix="encode")
+        self.pool = self._pool_encoder() if settings.ray is not None else None
+        # Opened images wait here for their encode: one at a time on this machine, while a
+        # pool takes as many as people open.
+        self._encodes = ThreadPoolExecutor(1 if self.pool is None else MAX_SESSIONS,
+                                           thread_name_prefix="encode")
         self.queue = (EncoderQueue(settings.model, cache_dir, self.engine.model.threads,
                                    settings.encoder_precision, self._record_encode)
-                      if settings.prefetch > 0 else None)
+                      if settings.prefetch > 0 and self.pool is None else None)
         self._encode_lock = threading.Lock()
         self._resume_lock = threading.Lock()
         self._lock = threading.Lock()  # the two tables below
@@ -135,8 +146,9 @@ class Labeller:
         self._stateless: OrderedDict[str, EncodedImage] = OrderedDict()  # by hash and by name
 
     def start(self) -> None:
-        if self.queue is not None:
-            self.queue.start()
+        for encoder in (self.queue, self.pool):
+            if encoder is not None:
+                encoder.start()
 
     def run(self, function: Callable[..., T], *args) -> asyncio.Future[T]:
         """`function(*args)` on the general executor, awaitable from the event loop."""
@@ -149,6 +161,8 @@ class Labeller:
 
     def close(self) -> None:
         self.clicks.close()
+        if self.pool is not None:
+            self.pool.close()  # first: it answers the opened images still waiting
         self._encodes.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.queue is not None:
@@ -168,10 +182,14 @@ class Labeller:
                 self._encodes.submit(self._encode, entry, path)
             self._images.move_to_end(name)
             self._forget_old_images()
-        if self.queue is not None:
+        background = self.queue or self.pool
+        if background is not None:
+            depth = self.settings.prefetch
+            if self.pool is not None:  # as deep as the pool is wide
+                depth = max(depth, self.pool.workers)
             names = self.folder.names()
-            after = names[names.index(name) + 1:][:self.settings.prefetch]
-            self.queue.prefetch([self.folder.root / n for n in after
+            after = names[names.index(name) + 1:][:depth]
+            background.prefetch([self.folder.root / n for n in after
                                  if self._prefetchable(self.folder.root / n)])
         return entry
 
@@ -182,6 +200,15 @@ class Labeller:
         if entry is None:
             raise NotFound(f"image {name!r} is not open; open it first")
         return entry
+
+    def background(self) -> dict | None:
+        """What the background encoder (or the Ray pool) is doing, for the page."""
+        background = self.queue or self.pool
+        return background.snapshot() if background is not None else None
+
+    def queue_position(self, name: str) -> int | None:
+        """Where an opened image's encode is on the Ray pool: 0 running, k the k-th waiting."""
+        return self.pool.position(name) if self.pool is not None else None
 
     def expected_encode_seconds(self) -> float | None:
         return statistics.median(self._encode_seconds) if self._encode_seconds else None
@@ -337,9 +364,17 @@ class Labeller:
             self._stateless[ref] = encoded
         return self._remember(encoded)
 
-    def _encode_now(self, bgr: np.ndarray) -> EncodedImage:
+    def _encode_now(self, bgr: np.ndarray, path: Path | None = None) -> EncodedImage:
+        """`bgr` encoded here or on the pool (the cache first), in front of any pre-encode."""
+        waited = None
+        if self.pool is not None:
+            waited = self.pool.encode(bgr, path.name if path else "an upload", path)
+        elif self.queue is not None and path is not None:
+            self.queue.take_over(path)
         with self._encode_lock:
             encoded = self.engine.open_image(bgr)
+        if waited is not None:  # the pool's encode, found in the cache it has just filled
+            return replace(encoded, from_cache=False, seconds=waited)
         if not encoded.from_cache:
             self._encode_seconds.append(encoded.seconds)
         return encoded
@@ -353,7 +388,8 @@ class Labeller:
         return encoded
 
     def encoding_in_background(self) -> bool:
-        return self.queue is not None and self.queue.busy
+        background = self.queue or self.pool
+        return background is not None and background.busy
 
     # internals
 
@@ -369,12 +405,7 @@ class Labeller:
     def _encode(self, entry: OpenImage, path: Path) -> None:
         try:
             entry.bgr = self.folder.load(entry.name)
-            if self.queue is not None:
-                self.queue.take_over(path)
-            with self._encode_lock:
-                entry.encoded = self.engine.open_image(entry.bgr)
-            if not entry.encoded.from_cache:
-                self._record_encode(path, entry.encoded.seconds)
+            entry.encoded = self._encode_now(entry.bgr, path)
             entry.state = "ready"
         except Exception as err:  # shown on the page; the server goes on
             if not isinstance(err, FocSAMError):
@@ -383,8 +414,29 @@ class Labeller:
         finally:
             entry.done.set()
 
-    def _record_encode(self, path: Path, seconds: float) -> None:
+    def _record_encode(self, path: Path | str, seconds: float) -> None:
         self._encode_seconds.append(seconds)
+
+    def _pool_encoder(self):
+        from focsam_onnx.cluster.serve_encoder import PoolEncoder
+
+        if self.settings.encoder_precision != "fp32":
+            raise InvalidInput("--ray encodes with the fp32 encoder only")
+        model = self.engine.model
+
+        def store(image_hash: str, embeddings: np.ndarray) -> None:
+            with self._encode_lock:
+                self.engine.cache.put(image_hash, model.model_id, model.encoder_precision,
+                                      embeddings)
+
+        def has(image_hash: str) -> bool:
+            with self._encode_lock:
+                return self.engine.cache.contains(image_hash, model.model_id,
+                                                  model.encoder_precision)
+
+        return PoolEncoder(self.settings.ray, self.settings.model, model.model_id, store, has,
+                           self.settings.ray_workers, self.settings.ray_worker_cpus,
+                           self.settings.ray_worker_memory_bytes, on_encoded=self._record_encode)
 
     def _prefetchable(self, path: Path) -> bool:
         try:
