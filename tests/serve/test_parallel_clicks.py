@@ -109,3 +109,14 @@ def test_parallel_clicks_give_the_bytes_of_sequential_ones(labeller):
     for k, (one_by_one, at_once) in enumerate(zip(sequential, parallel)):
         for step, (expected, got) in enumerate(zip(one_by_one, at_once)):
             assert got == expected, f"object {k}, step {step} differs"
+
+
+def test_click_workers_below_one_are_refused_before_loading(tmp_path):
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", str(tmp_path / "nowhere"),
+                                      "--out", str(tmp_path / "labels"), "--click-workers", "0"])
+    assert result.exit_code == 2
+    assert "--click-workers must be >= 1, got 0" in result.output
