@@ -111,6 +111,19 @@ def test_parallel_clicks_give_the_bytes_of_sequential_ones(labeller):
             assert got == expected, f"object {k}, step {step} differs"
 
 
+def test_two_sessions_are_inside_the_engine_at_once(labeller):
+    """Both refine steps wait for each other mid-click: with one lock around all clicks (as
+    before the pool) the second could never start and the barrier would break."""
+    sessions = [labeller.new_session(name) for name in IMAGES[:2]]
+    for live in sessions:
+        labeller.add(live, Click(100, 80))
+    both_inside = threading.Barrier(2, timeout=60)
+    futures = [labeller.clicks.submit(live.lane, labeller.add, live, Click(150, 120, False),
+                                      lambda result: both_inside.wait())
+               for live in sessions]
+    assert all(f.result(timeout=120).refiner_ran for f in futures)
+
+
 def test_click_workers_below_one_are_refused_before_loading(tmp_path):
     from typer.testing import CliRunner
 
