@@ -134,7 +134,13 @@ def test_opened_images_go_before_pre_encodes(ray_local, tiny_model_dir, images, 
     try:
         paths = sorted(images.iterdir())
         encoder.prefetch(paths[:5])
-        encoder.encode(load_image(paths[5]), paths[5].name, paths[5])
+        opened = threading.Thread(target=encoder.encode,
+                                  args=(load_image(paths[5]), paths[5].name, paths[5]))
+        opened.start()
+        positions = set()
+        while opened.is_alive():  # where the page would show it: waiting 1st, then encoding
+            positions.add(encoder.position(paths[5].name))
+            time.sleep(0.002)
         deadline = time.monotonic() + 300
         while len(order) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -143,6 +149,7 @@ def test_opened_images_go_before_pre_encodes(ray_local, tiny_model_dir, images, 
     # One worker: the pre-encode it was running goes first (two or three if this thread
     # stalled); in the order asked, the opened image would come last.
     assert order.index(paths[5].name) <= 3 and sorted(order) == sorted(p.name for p in paths)
+    assert positions - {None} and positions <= {None, 0, 1}
 
 
 def test_serve_without_ray_names_the_extra(tiny_model_dir, images, tmp_path, monkeypatch):
