@@ -240,7 +240,8 @@ def _acked(tallies: list[Tally]) -> dict[tuple[str, int], list[dict]]:
 def server_options(args: argparse.Namespace, cache: Path) -> list[str]:
     options = ["--cache-dir", str(cache), "--prefetch", str(args.prefetch)]
     for flag, value in (("--threads", args.threads), ("--click-workers", args.click_workers),
-                        ("--click-threads", args.click_threads), ("--ray", args.ray)):
+                        ("--click-threads", args.click_threads), ("--ray", args.ray),
+                        ("--workers", args.ray_workers)):
         if value is not None:
             options += [flag, str(value)]
     return options
@@ -286,6 +287,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--click-workers", type=int, help="The server's --click-workers.")
     parser.add_argument("--click-threads", type=int, help="The server's --click-threads.")
     parser.add_argument("--ray", help="The server's --ray (e.g. local).")
+    parser.add_argument("--ray-workers", type=int, help="The server's --workers (Ray encoder "
+                                                        "workers; default: the cluster's CPUs).")
     parser.add_argument("--json", type=Path, help="Write the report here.")
     return parser.parse_args(argv)
 
