@@ -580,6 +580,18 @@ def serve(
     token: str | None = typer.Option(None, help="Require this token (default: generated "
                                                 "for a non-loopback --host)."),
     max_upload_mb: int = typer.Option(50, help="Largest accepted upload, in MB."),
+    click_workers: int | None = typer.Option(
+        None, help="Clicks of different objects run at once (default: usable cores); each "
+                   "object's clicks stay in order."),
+    click_threads: int | None = typer.Option(
+        None, help="onnxruntime threads of each click's decoder and refiner runs (default: "
+                   "--threads)."),
+    ray: str | None = typer.Option(None, "--ray", help=RAY_HELP + " Opened images (first) and "
+                                   "pre-encodes are encoded there; this process keeps the "
+                                   "cache and the clicks."),
+    workers: int | None = typer.Option(None, help=WORKERS_HELP),
+    worker_cpus: int = typer.Option(1, help=WORKER_CPUS_HELP),
+    worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
 ):
     """Label images in the browser: click on objects, masks are saved as you go."""
     from focsam_onnx.serve.server import require_serve_extra
@@ -590,13 +602,27 @@ def serve(
     from focsam_onnx.serve.server import run_server
 
     threads = resolve_threads(threads)
+    if click_workers is not None and click_workers < 1:
+        fail(f"--click-workers must be >= 1, got {click_workers}")
+    if click_threads is not None:
+        click_threads = resolve_threads(click_threads)
+    if ray is not None:
+        from focsam_onnx.cluster.ray_encoder import import_ray
+
+        import_ray()  # a missing extra is one line now, not a traceback from the server
+        if encoder_precision != "fp32":
+            fail("--ray encodes with the fp32 encoder only")
     model = model_option(model, weights, sha256)
     images = images if images is not None else out / "images"
     images.mkdir(parents=True, exist_ok=True)
     settings = LabellerSettings(model=model, images=images, out=out, cache_dir=cache_dir,
                                 threads=threads, encoder_precision=encoder_precision,
                                 prefetch=max(0, prefetch),
-                                max_upload_bytes=max_upload_mb << 20)
+                                max_upload_bytes=max_upload_mb << 20,
+                                click_workers=click_workers, click_threads=click_threads,
+                                ray=ray, ray_workers=workers, ray_worker_cpus=worker_cpus,
+                                ray_worker_memory_bytes=(int(worker_memory_gb * 2**30)
+                                                         if worker_memory_gb else None))
     run_server(settings, host, port, token,
                announce=lambda url: console.print(f"labelling {images} into {out}; open {url}",
                                                   soft_wrap=True, highlight=False))

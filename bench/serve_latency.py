@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -163,19 +165,34 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+@contextmanager
+def serving(model: Path, images: Path, out: Path, options: list[str],
+            log_path: Path) -> Iterator[int]:
+    """`focsam-onnx serve` over `images` into `out` with `options`, on a free loopback port
+    (yielded once it answers); stopped (SIGTERM, as Ctrl-C) at the end, its output in
+    `log_path`."""
+    port = free_port()
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "focsam_onnx.cli", "serve", "--model", str(model),
+             "--images", str(images), "--out", str(out), "--port", str(port), *options],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_server(port, server, log_path)
+            yield port
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
 def measure(model: Path, threads: int, clicks: int, sessions: int, prefetch: int,
             workdir: Path) -> dict:
     images, labels = workdir / "images", workdir / "labels"
     images.mkdir()
     names = synthetic_images(images, 1 + 2 * prefetch)
-    port = free_port()
-    log = open(workdir / "server.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "focsam_onnx.cli", "serve", "--model", str(model), "--images",
-         str(images), "--out", str(labels), "--port", str(port), "--threads", str(threads),
-         "--prefetch", str(prefetch)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        client = _connect(port, server, workdir / "server.log")
+    options = ["--threads", str(threads), "--prefetch", str(prefetch)]
+    with serving(model, images, labels, options, workdir / "server.log") as port:
+        client = Client(port)
         rng = np.random.default_rng(0)
         open_ready(client, names[0])
         wait_until(lambda: background_idle(client, names[0]))
@@ -188,15 +205,11 @@ def measure(model: Path, threads: int, clicks: int, sessions: int, prefetch: int
             busy += run_session(client, names[0], click_plan(rng, clicks))
         busy = [r for r in busy if r["background"]]
         encodes = client.get(f"/api/images/{names[0]}/status")["expected_s"]
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
     return {"idle": summarize(idle), "background": summarize(busy),
             "median_encode_s": encodes, "rows": {"idle": idle, "background": busy}}
 
 
-def _connect(port: int, server: subprocess.Popen, log: Path) -> Client:
+def wait_for_server(port: int, server: subprocess.Popen, log: Path) -> None:
     def up() -> bool:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited:\n{log.read_text()[-3000:]}")
@@ -207,7 +220,6 @@ def _connect(port: int, server: subprocess.Popen, log: Path) -> Client:
             return False
 
     wait_until(up, timeout=600, every=0.2)
-    return Client(port)
 
 
 def targets(report: dict) -> dict:

@@ -79,9 +79,11 @@ def worker_memory_bytes(model_dir: str | Path) -> int:
 class EncoderWorker:
     """A Ray actor: the model opened once, then one image after another."""
 
-    def __init__(self, model_dir: str, model_id: str, threads: int):
+    def __init__(self, model_dir: str, model_id: str, threads: int, nice: int = 0):
         from focsam_onnx.engine.embed import encoding_engine
 
+        if nice:  # serve's workers yield their node's cores to anything else running there
+            os.nice(nice)
         self.engine = encoding_engine(model_dir, threads=threads)
         if self.engine.model.model_id != model_id:
             raise ClusterError(f"{model_dir} on this node holds model {self.engine.model.model_id}"
@@ -99,11 +101,12 @@ class EncoderWorker:
 
 class EncoderPool:
     """`workers` EncoderWorker actors of `cpus` CPUs (as many onnxruntime threads) and
-    `memory_bytes` each, declared to Ray as resources; an `Encoder` for `embed_images`."""
+    `memory_bytes` each, declared to Ray as resources; an `Encoder` for `embed_images`. A
+    worker that dies is restarted and its images run again, up to `max_restarts` times."""
 
     def __init__(self, ray, model_dir: str | Path, model_id: str, workers: int | None = None,
                  cpus: int = 1, memory_bytes: int | None = None, max_restarts: int = 3,
-                 in_flight_per_worker: int = 2):
+                 in_flight_per_worker: int = 2, nice: int = 0):
         self.ray = ray
         memory_bytes = memory_bytes or worker_memory_bytes(model_dir)
         available = ray.cluster_resources()
@@ -116,7 +119,7 @@ class EncoderPool:
         actor = ray.remote(EncoderWorker).options(
             num_cpus=cpus, memory=memory_bytes,
             max_restarts=max_restarts, max_task_retries=max_restarts)
-        self.actors = [actor.remote(str(Path(model_dir).absolute()), model_id, cpus)
+        self.actors = [actor.remote(str(Path(model_dir).absolute()), model_id, cpus, nice)
                        for _ in range(workers)]
         self.capacity = workers * in_flight_per_worker
         try:

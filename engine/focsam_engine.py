@@ -7,6 +7,7 @@ the encoder only when the cache misses; click sessions (one per object) share it
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import onnxruntime as ort
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.graph_spec import DECODER, DEFAULT_PRECISION, LOW_RES_SHAPE, REFINER
 from focsam_onnx.engine.image_io import image_content_hash, load_image
-from focsam_onnx.engine.loaded_model import LoadedModel, open_model_dir
+from focsam_onnx.engine.loaded_model import CLICK_GRAPHS, LoadedModel, open_model_dir
 from focsam_onnx.engine.preprocess import ImageGeometry, preprocess
 from focsam_onnx.engine.prompts import point_list
 from focsam_onnx.engine.roi import Roi, roi_from_logits
@@ -62,11 +63,14 @@ class FocSAMEngine:
     @classmethod
     def open(cls, model_dir: str | Path, threads: int | None = None,
              cache_dir: str | Path | None = None, max_cached_images: int = 16,
-             encoder_precision: str = DEFAULT_PRECISION) -> FocSAMEngine:
+             encoder_precision: str = DEFAULT_PRECISION, graphs: Collection[str] = CLICK_GRAPHS,
+             click_threads: int | None = None) -> FocSAMEngine:
         """`encoder_precision`: fp32 (default, upstream-exact), or bf16 / int8 where the
-        export's quality gate passed (see its manifest)."""
+        export's quality gate passed (see its manifest). `graphs` and `click_threads` as for
+        `open_model_dir` (a server whose encodes run elsewhere opens no encoder)."""
         cache = EmbeddingCache(max_cached_images, cache_dir)  # a bad folder fails before loading
-        return cls(open_model_dir(model_dir, threads, encoder_precision=encoder_precision), cache)
+        return cls(open_model_dir(model_dir, threads, encoder_precision, graphs, click_threads),
+                   cache)
 
     def open_image(self, image: np.ndarray | str | Path) -> EncodedImage:
         """`image`: (H, W, 3) uint8 BGR array, or a path OpenCV can read."""

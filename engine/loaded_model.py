@@ -96,11 +96,14 @@ class LoadedModel:
 
 def open_model_dir(path: str | Path, threads: int | None = None,
                    encoder_precision: str = DEFAULT_PRECISION,
-                   graphs: Collection[str] = CLICK_GRAPHS) -> LoadedModel:
+                   graphs: Collection[str] = CLICK_GRAPHS,
+                   click_threads: int | None = None) -> LoadedModel:
     """Load `path` exported by `focsam-onnx export`; raise ModelDirError saying what to do.
 
     Arguments:
         threads: onnxruntime intra-op threads per session (default: `resolve_threads`).
+        click_threads: the decoder's and refiner's own count, where it differs (`serve` runs
+            several clicks at once, each on fewer threads, and encodes on all of them).
         encoder_precision: fp32, bf16 or int8: the encoder's runtime; a reduced one must have
             passed the quality gate at export (`focsam-onnx export --encoder-precision ...`).
         graphs: which of "encoder", "decoder", "refiner" to load (a plain-SAM export has no
@@ -120,18 +123,20 @@ def open_model_dir(path: str | Path, threads: int | None = None,
                             "gate)")
     files = _graph_files(path, manifest, graphs, encoder_precision)
     verify_files(path, manifest, files)
-    return load_model_dir(path, manifest, threads, encoder_precision, graphs)
+    return load_model_dir(path, manifest, threads, encoder_precision, graphs, click_threads)
 
 
 def load_model_dir(path: Path, manifest: Manifest, threads: int | None,
                    encoder_precision: str = DEFAULT_PRECISION,
-                   graphs: Collection[str] = CLICK_GRAPHS) -> LoadedModel:
+                   graphs: Collection[str] = CLICK_GRAPHS,
+                   click_threads: int | None = None) -> LoadedModel:
     """The sessions of `graphs` of an already checked `manifest` (the export's quality gate
     uses this before its reduced precisions are offered)."""
     threads = resolve_threads(threads)
+    click_threads = threads if click_threads is None else resolve_threads(click_threads)
     graphs = _graph_names(graphs)
     _graph_files(path, manifest, graphs, encoder_precision)  # each one listed
-    sessions = {spec.name: graph_session(path / spec.filename, spec, threads)
+    sessions = {spec.name: graph_session(path / spec.filename, spec, click_threads)
                 for spec in (DECODER, REFINER)
                 if spec.name in graphs and spec.filename in manifest.files}
     encoder = (open_encoder(path, encoder_precision, threads) if ENCODER.name in graphs

@@ -26,12 +26,11 @@ _END = None
 
 async def prompt_stream(labeller: Labeller, live: ObjectSession,
                         prompt: Prompt) -> StreamingResponse:
-    """Add `prompt` to `live` on the labeller's executor and stream its events."""
+    """Add `prompt` to `live` on the click pool (in the session's order) and stream its events."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[dict | BaseException | None] = asyncio.Queue()
     start = time.perf_counter()
     background = labeller.encoding_in_background()
-    before = list(live.session.prompts)
 
     def put(item: dict | BaseException | None) -> None:
         loop.call_soon_threadsafe(events.put_nowait, item)
@@ -42,6 +41,7 @@ async def prompt_stream(labeller: Labeller, live: ObjectSession,
                 "server_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     def work() -> None:
+        before = list(live.session.prompts)  # here: earlier clicks of the session are done
         try:
             result = labeller.add(live, prompt, lambda r: put(event("interim", r,
                                                                     [*before, prompt])))
@@ -53,7 +53,7 @@ async def prompt_stream(labeller: Labeller, live: ObjectSession,
         finally:
             put(_END)
 
-    labeller.executor.submit(work)
+    labeller.clicks.submit(live.lane, work)
     first = await events.get()
     if isinstance(first, BaseException):
         raise first

@@ -1,10 +1,13 @@
 """The labelling state behind the web app: open images, object sessions, saving after each step.
 
-One engine serves every tab and user, and one executor runs all of its work (encodes, clicks)
-off the event loop. Its shared parts are guarded: one lock around foreground encodes (the cache
-and the encoder session), one around decoder/refiner runs (two clicks at once would only split
-the cores between them). Each object session has its own lock, so a session sees its clicks in
-order; session ids are unguessable.
+One engine serves every tab and user, off the event loop. Clicks, undos and resets run on the
+click pool (`click_pool.py`): several sessions' clicks at once on the engine's shared decoder
+and refiner sessions, each session's in the order they came (its lane). Opening an image
+encodes it on its own executor, one image at a time behind a lock that also guards the cache,
+or with `ray` set sends it to the Ray encoder pool ahead of its pre-encodes (the server then
+loads no encoder; `cluster/serve_encoder.py`); the rest (new sessions, uploads, the stateless
+predict) runs on a small general executor. Each object session also has a lock, so that
+deleting its object waits for a click in flight; session ids are unguessable.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,10 +39,12 @@ from focsam_onnx.engine.click_session import (
 )
 from focsam_onnx.engine.focsam_engine import EncodedImage, FocSAMEngine
 from focsam_onnx.engine.image_io import decode_image
+from focsam_onnx.engine.loaded_model import CLICK_GRAPHS
 from focsam_onnx.engine.prompts import Prompt
 from focsam_onnx.engine.replay_cache import DEFAULT_BUDGET_BYTES, ReplayCache, Replayed
 from focsam_onnx.errors import Busy, FocSAMError, InvalidInput, NotFound, Unavailable
 from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
+from focsam_onnx.serve.click_pool import ClickPool, Lane, default_click_workers
 from focsam_onnx.serve.encoder_queue import EncoderQueue
 from focsam_onnx.serve.images import ImageFolder
 
@@ -50,7 +55,7 @@ MAX_SESSIONS = 256  # each holds up to a few embeddings-sized arrays
 SESSION_IDLE_S = 600.0  # a session unused this long may make room for a new one
 MAX_OPEN_IMAGES = 8
 MAX_STATELESS_IMAGES = 32  # encoded images the predict endpoint keeps (4 MB of embeddings each)
-ENGINE_WORKERS = 4  # encodes and clicks in flight at once (the locks below order the work)
+ENGINE_WORKERS = 4  # new sessions, uploads and stateless predictions in flight at once
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,12 @@ class LabellerSettings:
     max_upload_bytes: int = 50 << 20
     replay_cache_bytes: int = DEFAULT_BUDGET_BYTES  # the predict endpoint's prefix cache
     refine_at: RefineAt = "upstream"
+    click_workers: int | None = None  # clicks in flight at once (default: usable cores)
+    click_threads: int | None = None  # intra-op threads of each click (default: `threads`)
+    ray: str | None = None  # encode on a Ray pool: "local", "auto" or "HOST:PORT"
+    ray_workers: int | None = None  # default: as many as the cluster's CPUs allow
+    ray_worker_cpus: int = 1
+    ray_worker_memory_bytes: int | None = None  # default: twice the encoder's weights + 0.5 GiB
 
 
 @dataclass
@@ -88,6 +99,7 @@ class ObjectSession:
     object_id: int
     session: ClickSession
     lock: threading.Lock = field(default_factory=threading.Lock)
+    lane: Lane = field(default_factory=Lane)  # its clicks, undos and resets, in order
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
 
@@ -105,19 +117,26 @@ class Labeller:
         self.store = AnnotationStore(settings.out)
         self._temp_cache = None
         cache_dir = settings.cache_dir
-        if cache_dir is None and settings.prefetch > 0:
-            # The background encoder hands its results over through a disk cache.
+        if cache_dir is None and (settings.prefetch > 0 or settings.ray is not None):
+            # Pre-encodes are handed over through a disk cache (and outlive the memory LRU).
             self._temp_cache = cache_dir = Path(tempfile.mkdtemp(prefix="focsam-serve-cache-"))
+        graphs = ("decoder", "refiner") if settings.ray is not None else CLICK_GRAPHS
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
                                         cache_dir=cache_dir,
-                                        encoder_precision=settings.encoder_precision)
+                                        encoder_precision=settings.encoder_precision,
+                                        graphs=graphs, click_threads=settings.click_threads)
         self.refine_at = resolve_refine_at(settings.refine_at, self.engine.model.has_refiner)
         self.executor = ThreadPoolExecutor(ENGINE_WORKERS, thread_name_prefix="engine")
+        self.clicks = ClickPool(settings.click_workers or default_click_workers())
+        self.pool = self._pool_encoder() if settings.ray is not None else None
+        # Opened images wait here for their encode: one at a time on this machine, while a
+        # pool takes as many as people open.
+        self._encodes = ThreadPoolExecutor(1 if self.pool is None else MAX_SESSIONS,
+                                           thread_name_prefix="encode")
         self.queue = (EncoderQueue(settings.model, cache_dir, self.engine.model.threads,
                                    settings.encoder_precision, self._record_encode)
-                      if settings.prefetch > 0 else None)
+                      if settings.prefetch > 0 and self.pool is None else None)
         self._encode_lock = threading.Lock()
-        self._click_lock = threading.Lock()
         self._resume_lock = threading.Lock()
         self._lock = threading.Lock()  # the two tables below
         self._images: OrderedDict[str, OpenImage] = OrderedDict()
@@ -127,14 +146,24 @@ class Labeller:
         self._stateless: OrderedDict[str, EncodedImage] = OrderedDict()  # by hash and by name
 
     def start(self) -> None:
-        if self.queue is not None:
-            self.queue.start()
+        for encoder in (self.queue, self.pool):
+            if encoder is not None:
+                encoder.start()
 
     def run(self, function: Callable[..., T], *args) -> asyncio.Future[T]:
-        """`function(*args)` on the engine's executor, awaitable from the event loop."""
+        """`function(*args)` on the general executor, awaitable from the event loop."""
         return asyncio.wrap_future(self.executor.submit(function, *args))
 
+    def run_in_session(self, live: ObjectSession, function: Callable[..., T],
+                       *args) -> asyncio.Future[T]:
+        """`function(*args)` on the click pool, after the jobs already sent to `live`."""
+        return asyncio.wrap_future(self.clicks.submit(live.lane, function, *args))
+
     def close(self) -> None:
+        self.clicks.close()
+        if self.pool is not None:
+            self.pool.close()  # first: it answers the opened images still waiting
+        self._encodes.shutdown(wait=True, cancel_futures=True)
         self.executor.shutdown(wait=True, cancel_futures=True)
         if self.queue is not None:
             self.queue.close()
@@ -150,13 +179,17 @@ class Labeller:
             entry = self._images.get(name)
             if entry is None or entry.state == "error":
                 entry = self._images[name] = OpenImage(name)
-                self.executor.submit(self._encode, entry, path)
+                self._encodes.submit(self._encode, entry, path)
             self._images.move_to_end(name)
             self._forget_old_images()
-        if self.queue is not None:
+        background = self.queue or self.pool
+        if background is not None:
+            depth = self.settings.prefetch
+            if self.pool is not None:  # as deep as the pool is wide
+                depth = max(depth, self.pool.workers)
             names = self.folder.names()
-            after = names[names.index(name) + 1:][:self.settings.prefetch]
-            self.queue.prefetch([self.folder.root / n for n in after
+            after = names[names.index(name) + 1:][:depth]
+            background.prefetch([self.folder.root / n for n in after
                                  if self._prefetchable(self.folder.root / n)])
         return entry
 
@@ -167,6 +200,15 @@ class Labeller:
         if entry is None:
             raise NotFound(f"image {name!r} is not open; open it first")
         return entry
+
+    def background(self) -> dict | None:
+        """What the background encoder (or the Ray pool) is doing, for the page."""
+        background = self.queue or self.pool
+        return background.snapshot() if background is not None else None
+
+    def queue_position(self, name: str) -> int | None:
+        """Where an opened image's encode is on the Ray pool: 0 running, k the k-th waiting."""
+        return self.pool.position(name) if self.pool is not None else None
 
     def expected_encode_seconds(self) -> float | None:
         return statistics.median(self._encode_seconds) if self._encode_seconds else None
@@ -215,8 +257,7 @@ class Labeller:
                 return live
             saved = self.store.get(name, object_id)
             session = ClickSession(self.engine, encoded, saved.refine_at)
-            with self._click_lock:
-                session.replay(saved.prompts)
+            session.replay(saved.prompts)
             return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
                                                 session))
 
@@ -260,8 +301,7 @@ class Labeller:
         """Add a click or a box and predict; `save(live)` then writes it (after the answer)."""
         with live.lock:
             live.check_open()
-            with self._click_lock:
-                return live.session.add(prompt, on_interim)
+            return live.session.add(prompt, on_interim)
 
     def save(self, live: ObjectSession) -> int | None:
         """Write the object's current state (a later click's, if one came in meanwhile); its
@@ -308,8 +348,7 @@ class Labeller:
         """The mask of `prompts` on `image` (an uploaded image's hash or a folder image's name),
         exactly as a session given the same prompts in order, from the replay cache."""
         encoded = self._stateless_image(image)
-        with self._click_lock:
-            return self.replays.replay(self.engine, encoded, prompts, refine_at)
+        return self.replays.replay(self.engine, encoded, prompts, refine_at)
 
     def _stateless_image(self, ref: str) -> EncodedImage:
         with self._lock:
@@ -325,9 +364,17 @@ class Labeller:
             self._stateless[ref] = encoded
         return self._remember(encoded)
 
-    def _encode_now(self, bgr: np.ndarray) -> EncodedImage:
+    def _encode_now(self, bgr: np.ndarray, path: Path | None = None) -> EncodedImage:
+        """`bgr` encoded here or on the pool (the cache first), in front of any pre-encode."""
+        waited = None
+        if self.pool is not None:
+            waited = self.pool.encode(bgr, path.name if path else "an upload", path)
+        elif self.queue is not None and path is not None:
+            self.queue.take_over(path)
         with self._encode_lock:
             encoded = self.engine.open_image(bgr)
+        if waited is not None:  # the pool's encode, found in the cache it has just filled
+            return replace(encoded, from_cache=False, seconds=waited)
         if not encoded.from_cache:
             self._encode_seconds.append(encoded.seconds)
         return encoded
@@ -341,7 +388,8 @@ class Labeller:
         return encoded
 
     def encoding_in_background(self) -> bool:
-        return self.queue is not None and self.queue.busy
+        background = self.queue or self.pool
+        return background is not None and background.busy
 
     # internals
 
@@ -357,12 +405,7 @@ class Labeller:
     def _encode(self, entry: OpenImage, path: Path) -> None:
         try:
             entry.bgr = self.folder.load(entry.name)
-            if self.queue is not None:
-                self.queue.take_over(path)
-            with self._encode_lock:
-                entry.encoded = self.engine.open_image(entry.bgr)
-            if not entry.encoded.from_cache:
-                self._record_encode(path, entry.encoded.seconds)
+            entry.encoded = self._encode_now(entry.bgr, path)
             entry.state = "ready"
         except Exception as err:  # shown on the page; the server goes on
             if not isinstance(err, FocSAMError):
@@ -371,8 +414,29 @@ class Labeller:
         finally:
             entry.done.set()
 
-    def _record_encode(self, path: Path, seconds: float) -> None:
+    def _record_encode(self, path: Path | str, seconds: float) -> None:
         self._encode_seconds.append(seconds)
+
+    def _pool_encoder(self):
+        from focsam_onnx.cluster.serve_encoder import PoolEncoder
+
+        if self.settings.encoder_precision != "fp32":
+            raise InvalidInput("--ray encodes with the fp32 encoder only")
+        model = self.engine.model
+
+        def store(image_hash: str, embeddings: np.ndarray) -> None:
+            with self._encode_lock:
+                self.engine.cache.put(image_hash, model.model_id, model.encoder_precision,
+                                      embeddings)
+
+        def has(image_hash: str) -> bool:
+            with self._encode_lock:
+                return self.engine.cache.contains(image_hash, model.model_id,
+                                                  model.encoder_precision)
+
+        return PoolEncoder(self.settings.ray, self.settings.model, model.model_id, store, has,
+                           self.settings.ray_workers, self.settings.ray_worker_cpus,
+                           self.settings.ray_worker_memory_bytes, on_encoded=self._record_encode)
 
     def _prefetchable(self, path: Path) -> bool:
         try:

@@ -60,4 +60,6 @@ def status_json(labeller: Labeller, entry: OpenImage) -> dict:
             "height": int(entry.bgr.shape[0]) if entry.bgr is not None else None,
             "from_cache": encoded.from_cache if encoded else None,
             "encode_s": round(encoded.seconds, 3) if encoded else None,
-            "background": labeller.queue.snapshot() if labeller.queue else None}
+            "queue_position": (labeller.queue_position(entry.name)
+                               if entry.state == "encoding" else None),
+            "background": labeller.background()}

@@ -78,6 +78,16 @@ def test_readme_one_command_serve_names_a_fetchable_checkpoint():
         o in result.output for o in argv if o.startswith("--")), result.output
 
 
+def test_readme_team_commands_parse():
+    commands = readme_commands("Serving a team")
+    assert len(commands) == 2
+    for argv in commands:
+        result = runner.invoke(app, [*argv, "--help"])
+        assert result.exit_code == 0, result.output
+        options = [a for a in argv if a.startswith("--")]
+        assert options and all(o in result.output for o in options)
+
+
 def test_readme_precision_commands_run(tmp_path):
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     outputs = []

@@ -54,7 +54,8 @@ LAYERS: dict[str, Layer] = {
                         never=(*TORCH, *EXPORT_TOOLS, *WEB, "ray")),
     "export": layer("models", "engine", "evaluation", "config.py", "errors.py", "__init__.py",
                     never=(*WEB, "ray")),
-    "serve": layer("engine", "config.py", "errors.py", "__init__.py",
+    # cluster/: `serve --ray` encodes on its pool (imported only then; ray stays cluster's).
+    "serve": layer("engine", "cluster", "config.py", "errors.py", "__init__.py",
                    never=(*TORCH, *EXPORT_TOOLS, *EVALUATE_EXTRA, "ray")),
     # Annotation tools' backends (Label Studio, CVAT): clients of the engine like serve/, not of
     # serve/ itself, so that each can be deployed without the page.

@@ -19,7 +19,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 def list_images(labeller: LabellerDep):
     """The folder's images, with their saved object counts."""
     return {"images": [image_entry(labeller, n) for n in labeller.folder.names()],
-            "background": labeller.queue.snapshot() if labeller.queue else None}
+            "background": labeller.background()}
 
 
 @router.post("/images", openapi_extra=UPLOAD_BODY, responses=errors(400, 413, 422))

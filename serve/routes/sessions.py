@@ -70,7 +70,7 @@ async def set_box(labeller: LabellerDep, session_id: str, box: BoxIn):
 async def undo(labeller: LabellerDep, session_id: str):
     """Undo the last prompt (400 when there is none); answers the session's new state."""
     live = labeller.session(session_id)
-    await labeller.run(labeller.undo, live)
+    await labeller.run_in_session(live, labeller.undo, live)
     return session_json(live)
 
 
@@ -78,7 +78,7 @@ async def undo(labeller: LabellerDep, session_id: str):
 async def reset(labeller: LabellerDep, session_id: str):
     """Remove every prompt of the object (its saved mask too); the session stays."""
     live = labeller.session(session_id)
-    await labeller.run(labeller.reset, live)
+    await labeller.run_in_session(live, labeller.reset, live)
     return session_json(live)
 
 

@@ -164,6 +164,7 @@ function showStatus(status) {
   } else {
     text = `encoding… ${formatSeconds(status.elapsed_s)}`;
     if (status.expected_s != null) text += ` of about ${formatSeconds(status.expected_s)}`;
+    if (status.queue_position > 0) text += ` (number ${status.queue_position} in the encoders' queue)`;
   }
   $("status").textContent = text;
   const bg = status.background;
