@@ -64,13 +64,16 @@ class FocSAMEngine:
     def open(cls, model_dir: str | Path, threads: int | None = None,
              cache_dir: str | Path | None = None, max_cached_images: int = 16,
              encoder_precision: str = DEFAULT_PRECISION, graphs: Collection[str] = CLICK_GRAPHS,
-             click_threads: int | None = None) -> FocSAMEngine:
+             click_threads: int | None = None,
+             click_precision: str = DEFAULT_PRECISION) -> FocSAMEngine:
         """`encoder_precision`: fp32 (default, upstream-exact), or bf16 / int8 where the
-        export's quality gate passed (see its manifest). `graphs` and `click_threads` as for
-        `open_model_dir` (a server whose encodes run elsewhere opens no encoder)."""
+        export's quality gate passed; `click_precision` (decoder and refiner): fp32 (default,
+        exact) or bf16 where the export's click-replay gate passed (see its manifest).
+        `graphs` and `click_threads` as for `open_model_dir` (a server whose encodes run
+        elsewhere opens no encoder)."""
         cache = EmbeddingCache(max_cached_images, cache_dir)  # a bad folder fails before loading
-        return cls(open_model_dir(model_dir, threads, encoder_precision, graphs, click_threads),
-                   cache)
+        return cls(open_model_dir(model_dir, threads, encoder_precision, graphs, click_threads,
+                                  click_precision), cache)
 
     def open_image(self, image: np.ndarray | str | Path) -> EncodedImage:
         """`image`: (H, W, 3) uint8 BGR array, or a path OpenCV can read."""

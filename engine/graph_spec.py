@@ -181,9 +181,9 @@ SAM_PAIR: tuple[GraphSpec, ...] = (SAM_ENCODER, SAM_DECODER)
 GRAPHS_BY_NAME: dict[str, GraphSpec] = {g.name: g for g in (*GRAPHS, *SAM_PAIR)}
 
 
-# The encoder at each precision: only the encoder changes precision or runtime; the decoder and
-# the refiner always run fp32 on onnxruntime. bf16 runs the fp32 graph through OpenVINO; int8
-# runs the dynamically quantized graph. An export offers a reduced one once its gate passed.
+# The encoder at each precision (the click graphs have their own, `CLICK_PRECISIONS`). bf16
+# runs the fp32 graph through OpenVINO; int8 runs the dynamically quantized graph. An export
+# offers a reduced one once its gate passed.
 DEFAULT_PRECISION = "fp32"
 
 
@@ -206,3 +206,17 @@ def get_precision(name: str) -> Precision:
         raise InvalidInput(f"encoder precision must be one of {sorted(PRECISIONS)}, "
                            f"got {name!r}")
     return PRECISIONS[name]
+
+
+# The click graphs (decoder and refiner) at each precision -> their runtime: fp32 on onnxruntime
+# (exact), bf16 through OpenVINO (engine/click_runtime.py), offered once its click-replay gate
+# passed (export/click_gate.py).
+CLICK_PRECISIONS: dict[str, str] = {"fp32": "onnxruntime", "bf16": "openvino"}
+
+
+def get_click_precision(name: str) -> str:
+    """The runtime of click precision `name`; InvalidInput for an unknown one."""
+    if name not in CLICK_PRECISIONS:
+        raise InvalidInput(f"click precision must be one of {sorted(CLICK_PRECISIONS)}, "
+                           f"got {name!r}")
+    return CLICK_PRECISIONS[name]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from focsam_onnx.engine.click_runtime import open_click_graph
 from focsam_onnx.engine.encoder_runtime import EncoderRuntime, open_encoder
 from focsam_onnx.engine.graph_spec import (
     DECODER,
@@ -23,11 +24,12 @@ from focsam_onnx.engine.graph_spec import (
     ENCODER,
     PRECISIONS,
     REFINER,
+    get_click_precision,
     get_precision,
 )
 from focsam_onnx.engine.integrity import verify_files
 from focsam_onnx.engine.manifest import MANIFEST, Manifest, ManifestError
-from focsam_onnx.engine.sessions import ModelDirError, ModelDirNotFound, graph_session
+from focsam_onnx.engine.sessions import ModelDirError, ModelDirNotFound
 from focsam_onnx.engine.threads import resolve_threads
 from focsam_onnx.errors import InvalidInput
 
@@ -63,15 +65,23 @@ class _NotOpened:
 
 @dataclass
 class LoadedModel:
-    """The checked manifest, the encoder at one precision and the other graphs' onnxruntime
-    sessions, built once; only the graphs asked for are loaded."""
+    """The checked manifest, the encoder at one precision and the click graphs at another,
+    built once; only the graphs asked for are loaded."""
 
     path: Path
     manifest: Manifest
-    sessions: dict[str, ort.InferenceSession]  # decoder and (FocSAM) refiner, when opened
+    # The decoder and (FocSAM) refiner, when opened: onnxruntime sessions (fp32) or OpenVINO
+    # graphs run the same way (bf16, engine/click_runtime.py).
+    sessions: dict[str, ort.InferenceSession]
     threads: int
     encoder: EncoderRuntime
     encoder_precision: str = DEFAULT_PRECISION
+    click_precision: str = DEFAULT_PRECISION
+
+    @property
+    def precisions(self) -> tuple[str, str]:
+        """(encoder, click graphs): what cached embeddings and session states depend on."""
+        return self.encoder_precision, self.click_precision
 
     @property
     def model_id(self) -> str:
@@ -97,7 +107,8 @@ class LoadedModel:
 def open_model_dir(path: str | Path, threads: int | None = None,
                    encoder_precision: str = DEFAULT_PRECISION,
                    graphs: Collection[str] = CLICK_GRAPHS,
-                   click_threads: int | None = None) -> LoadedModel:
+                   click_threads: int | None = None,
+                   click_precision: str = DEFAULT_PRECISION) -> LoadedModel:
     """Load `path` exported by `focsam-onnx export`; raise ModelDirError saying what to do.
 
     Arguments:
@@ -106,6 +117,8 @@ def open_model_dir(path: str | Path, threads: int | None = None,
             several clicks at once, each on fewer threads, and encodes on all of them).
         encoder_precision: fp32, bf16 or int8: the encoder's runtime; a reduced one must have
             passed the quality gate at export (`focsam-onnx export --encoder-precision ...`).
+        click_precision: fp32 or bf16: the decoder's and refiner's runtime; bf16 must have
+            passed the click-replay gate at export (`focsam-onnx export --click-precision bf16`).
         graphs: which of "encoder", "decoder", "refiner" to load (a plain-SAM export has no
             refiner; asking for it is not an error). Only their files are read and checked.
     Returns:
@@ -121,29 +134,41 @@ def open_model_dir(path: str | Path, threads: int | None = None,
                             f"{encoder_precision}: export it with `focsam-onnx export "
                             f"--encoder-precision {encoder_precision}` (which runs its quality "
                             "gate)")
+    get_click_precision(click_precision)
+    clicks = manifest.click_precisions
+    if click_precision not in clicks or not clicks[click_precision].offered:
+        offered = sorted(name for name, p in clicks.items() if p.offered)
+        raise ModelDirError(f"{path} offers click precisions {offered}, not {click_precision}: "
+                            f"export it with `focsam-onnx export --click-precision "
+                            f"{click_precision}` (which runs its click-replay gate)")
     files = _graph_files(path, manifest, graphs, encoder_precision)
     verify_files(path, manifest, files)
-    return load_model_dir(path, manifest, threads, encoder_precision, graphs, click_threads)
+    return load_model_dir(path, manifest, threads, encoder_precision, graphs, click_threads,
+                          click_precision)
 
 
 def load_model_dir(path: Path, manifest: Manifest, threads: int | None,
                    encoder_precision: str = DEFAULT_PRECISION,
                    graphs: Collection[str] = CLICK_GRAPHS,
-                   click_threads: int | None = None) -> LoadedModel:
-    """The sessions of `graphs` of an already checked `manifest` (the export's quality gate
-    uses this before its reduced precisions are offered)."""
+                   click_threads: int | None = None,
+                   click_precision: str = DEFAULT_PRECISION) -> LoadedModel:
+    """The sessions of `graphs` of an already checked `manifest` (the export's quality gates
+    use this before their reduced precisions are offered)."""
     threads = resolve_threads(threads)
     click_threads = threads if click_threads is None else resolve_threads(click_threads)
     graphs = _graph_names(graphs)
     _graph_files(path, manifest, graphs, encoder_precision)  # each one listed
-    sessions = {spec.name: graph_session(path / spec.filename, spec, click_threads)
+    sessions = {spec.name: open_click_graph(path / spec.filename, spec, click_precision,
+                                            click_threads)
                 for spec in (DECODER, REFINER)
                 if spec.name in graphs and spec.filename in manifest.files}
     encoder = (open_encoder(path, encoder_precision, threads) if ENCODER.name in graphs
                else _NotOpened())
-    log.debug("opened %s of %s (%s, %s encoder) with %d threads", ", ".join(graphs), path,
-              manifest.variant, encoder_precision, threads)
-    return LoadedModel(path, manifest, sessions, threads, encoder, encoder_precision)
+    log.debug("opened %s of %s (%s, %s encoder, %s click graphs) with %d threads",
+              ", ".join(graphs), path, manifest.variant, encoder_precision, click_precision,
+              threads)
+    return LoadedModel(path, manifest, sessions, threads, encoder, encoder_precision,
+                       click_precision)
 
 
 def _graph_names(graphs: Collection[str]) -> tuple[str, ...]:

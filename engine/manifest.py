@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from focsam_onnx.config import FocSAMConfig
-from focsam_onnx.engine.graph_spec import DEFAULT_PRECISION, PRECISIONS
+from focsam_onnx.engine.graph_spec import CLICK_PRECISIONS, DEFAULT_PRECISION, PRECISIONS
 from focsam_onnx.errors import DamagedData
 
 # 2: typed schema, per-file opset and IR version, per-output parity.
@@ -89,6 +89,39 @@ class EncoderPrecision:
     gate: GateFigures | None = None  # None for fp32, the reference
 
 
+@dataclass(frozen=True)
+class ClickGate:
+    """The click graphs at a reduced precision against fp32, as the export's click-replay gate
+    measured them (export/click_gate.py), per embedding precision (the keys of each dict):
+    the fp32-vs-reduced mask IoU over `clicks` replayed clicks, and the objects whose
+    NoC@90 differs. Recorded whether it passed or not."""
+
+    cases: tuple[str, ...]  # the gate's images
+    objects: int
+    clicks: int  # masks compared per embedding precision
+    mean_mask_iou: dict[str, float]
+    min_mask_iou: dict[str, float]
+    noc90_differs: dict[str, float]  # objects whose NoC@90 is not fp32's
+    thresholds: dict[str, float]  # the limits it was held to
+    passed: bool
+
+
+@dataclass(frozen=True)
+class ClickPrecision:
+    """One precision of the click graphs (decoder and refiner): its runtime and gate."""
+
+    runtime: str  # "onnxruntime" or "openvino"
+    gate: ClickGate | None = None  # None for fp32, the reference
+
+    @property
+    def offered(self) -> bool:
+        return self.gate is None or self.gate.passed
+
+
+def _fp32_clicks() -> dict[str, ClickPrecision]:
+    return {DEFAULT_PRECISION: ClickPrecision(CLICK_PRECISIONS[DEFAULT_PRECISION])}
+
+
 def _fp32_only() -> dict[str, EncoderPrecision]:
     spec = PRECISIONS[DEFAULT_PRECISION]
     return {spec.name: EncoderPrecision(spec.filename, spec.runtime)}
@@ -110,6 +143,9 @@ class Manifest:
     # Reduced precisions are added by export/encoder_precision.py once their gate passed.
     encoder_precisions: dict[str, EncoderPrecision] = dataclasses.field(
         default_factory=_fp32_only)
+    # The click graphs' precisions, with every gate run, passed or not (export/click_gate.py).
+    click_precisions: dict[str, ClickPrecision] = dataclasses.field(
+        default_factory=_fp32_clicks)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -125,6 +161,11 @@ class Manifest:
         for entry in data["parity"].values():
             entry["notes"] = list(entry["notes"])
         for entry in data["encoder_precisions"].values():
+            if entry["gate"] is None:
+                del entry["gate"]
+            else:
+                entry["gate"]["cases"] = list(entry["gate"]["cases"])
+        for entry in data["click_precisions"].values():
             if entry["gate"] is None:
                 del entry["gate"]
             else:
@@ -154,6 +195,9 @@ class Manifest:
         precisions = {name: _encoder_precision(entry, f"encoder_precisions[{name!r}]")
                       for name, entry in _require(data.get("encoder_precisions", {}), Mapping,
                                                   "encoder_precisions").items()}
+        clicks = {name: _click_precision(entry, f"click_precisions[{name!r}]")
+                  for name, entry in _require(data.get("click_precisions", {}), Mapping,
+                                              "click_precisions").items()}
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ManifestError(f"unknown field(s) {unknown}: written by another focsam-onnx")
@@ -164,7 +208,8 @@ class Manifest:
             opset=_get(data, "opset", int), versions=dict(_get(data, "versions", Mapping)),
             exported_at=_get(data, "exported_at", str), files=files,
             graphs=dict(_get(data, "graphs", Mapping)), parity=parity,
-            encoder_precisions=precisions or _fp32_only(), format_version=version,
+            encoder_precisions=precisions or _fp32_only(),
+            click_precisions=clicks or _fp32_clicks(), format_version=version,
         )
 
 
@@ -183,6 +228,15 @@ def _encoder_precision(data: object, where: str) -> EncoderPrecision:
         gate["cases"] = tuple(_require(gate.get("cases", []), list, f"{where}.gate.cases"))
         entry["gate"] = _record(GateFigures, gate, f"{where}.gate")
     return _record(EncoderPrecision, entry, where)
+
+
+def _click_precision(data: object, where: str) -> ClickPrecision:
+    entry = dict(_require(data, Mapping, where))
+    if "gate" in entry:
+        gate = dict(_require(entry["gate"], Mapping, f"{where}.gate"))
+        gate["cases"] = tuple(_require(gate.get("cases", []), list, f"{where}.gate.cases"))
+        entry["gate"] = _record(ClickGate, gate, f"{where}.gate")
+    return _record(ClickPrecision, entry, where)
 
 
 def _require(value: object, kind: type | tuple[type, ...], where: str):

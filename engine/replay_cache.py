@@ -7,9 +7,9 @@ session click, the state after every prefix (the step's low-res logits and, from
 step on, the refined embeddings) is kept under a byte budget, least recently used first out:
 the n-th prompt of a growing list then costs one decoder run.
 
-Keys hold everything the state depends on: model id, encoder precision, image hash, the refine
-step and the prompt prefix. The refined embeddings (4 MB) are shared by every prefix after the
-refine step and counted once.
+Keys hold everything the state depends on: model id, encoder and click-graph precisions, image
+hash, the refine step and the prompt prefix. The refined embeddings (4 MB) are shared by every
+prefix after the refine step and counted once.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Replayed:
 
 
 class ReplayCache:
-    """Session states by (model, precision, image, refine step, prompt prefix), LRU by bytes."""
+    """Session states by (model, precisions, image, refine step, prompt prefix), LRU by bytes."""
 
     def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES):
         if budget_bytes < 0:
@@ -74,7 +74,7 @@ class ReplayCache:
         for prompt in prompts:
             prompt.checked(geometry.width, geometry.height)
         step = resolve_refine_at(refine_at, engine.model.has_refiner)
-        base = (engine.model.model_id, engine.model.encoder_precision, image.image_hash, step)
+        base = (engine.model.model_id, engine.model.precisions, image.image_hash, step)
         cached, state = self._longest(base, prompts)
         session = (ClickSession.resume(engine, image, state) if state is not None
                    else ClickSession(engine, image, step))
@@ -87,7 +87,7 @@ class ReplayCache:
                 refine_at: RefineAt = "upstream") -> None:
         """Forget the state of exactly this prompt list (its prefixes stay)."""
         step = resolve_refine_at(refine_at, engine.model.has_refiner)
-        key = (engine.model.model_id, engine.model.encoder_precision, image.image_hash, step,
+        key = (engine.model.model_id, engine.model.precisions, image.image_hash, step,
                tuple(prompts))
         with self._lock:
             state = self._states.pop(key, None)
