@@ -134,6 +134,11 @@ def export(
         help="Encoder precisions to offer (repeat for several): fp32 (always), bf16 (OpenVINO, "
              "needs the [openvino] extra), int8 (writes encoder.int8.onnx). A reduced one is "
              "offered only if its quality gate against fp32 passes."),
+    click_precision: str = typer.Option(
+        "fp32", "--click-precision",
+        help="Also offer the decoder and refiner at this precision: bf16 (OpenVINO, needs the "
+             "[openvino] extra), only if its click-replay gate against fp32 passes (the "
+             "figures go to manifest.json either way). fp32 is always offered."),
     force: bool = typer.Option(False, "--force", help="Replace the export already in --out "
                                                       "(kept until the new one passed parity)."),
 ):
@@ -145,8 +150,13 @@ def export(
     for module in ("torch", "onnx", "onnxscript"):
         require(module, "focsam-onnx export", "export")
     from focsam_onnx.config import get_variant
+    from focsam_onnx.engine.click_runtime import import_openvino
+    from focsam_onnx.engine.graph_spec import get_click_precision
     from focsam_onnx.export.target import check_export_target
 
+    get_click_precision(click_precision)
+    if click_precision != "fp32":
+        import_openvino()  # a missing extra fails before the export, not after it
     if random_init is not None:
         get_variant(random_init)  # a bad name fails before torch is imported
     check_export_target(out, force)  # before torch is imported, let alone a checkpoint loaded
@@ -181,6 +191,12 @@ def export(
         for report in gates.values():
             console.print(f"quality gate passed: {report.summary()}")
         manifest = read_manifest(out)
+    if click_precision != "fp32":
+        from focsam_onnx.export.click_precision import add_click_precision
+
+        with console.status(f"click-replay gate of the {click_precision} decoder and refiner"):
+            gate = add_click_precision(out, click_precision)
+        console.print(f"click-replay gate passed: {gate.summary()}")
     console.print(f"model id {manifest.model_id[:16]}, written to {out}")
 
 
@@ -274,6 +290,9 @@ def segment(
                                                   "cores; more are capped to them)."),
     encoder_precision: str = typer.Option(
         "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
+    click_precision: str = typer.Option(
+        "fp32", help="Decoder and refiner: fp32 (exact), or bf16 where the export offers it "
+                     "(export --click-precision bf16)."),
     refine_at: int | None = typer.Option(
         None, help="Click index (0-based) where the focus refiner runs; -1 disables it (plain "
                    "SAM on the same graphs). Default: 1 (upstream), or -1 for plain-SAM exports."),
@@ -302,7 +321,8 @@ def segment(
         prompt.checked(bgr.shape[1], bgr.shape[0])
     model = model_option(model, weights, sha256)
     engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
-                               encoder_precision=encoder_precision)
+                               encoder_precision=encoder_precision,
+                               click_precision=click_precision)
     encoded = engine.open_image(bgr)
     results = []
     with Progress(console=console, transient=True,
@@ -476,6 +496,9 @@ def evaluate(
                                                   "cores; more are capped to them)."),
     encoder_precision: str = typer.Option(
         "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it."),
+    click_precision: str = typer.Option(
+        "fp32", help="Decoder and refiner: fp32 (exact), or bf16 where the export offers it "
+                     "(export --click-precision bf16)."),
     cache_dir: Path | None = typer.Option(
         None, help="Image-embedding cache folder (filled by `embed`; with --ray default "
                    "OUT/embeddings)."),
@@ -515,9 +538,11 @@ def evaluate(
         if report.failures:
             fail(f"{len(report.failures)} images could not be encoded")
     engine = FocSAMEngine.open(model, threads=threads, cache_dir=cache_dir,
-                               encoder_precision=encoder_precision)
+                               encoder_precision=encoder_precision,
+                               click_precision=click_precision)
     settings = RunSettings(dataset, mode, seed, seed_mode, engine.model.model_id,
-                           encoder_precision, data_root=str(data_root.resolve()))
+                           encoder_precision, data_root=str(data_root.resolve()),
+                           click_precision=click_precision)
     columns = ("{task.description}", BarColumn(), "{task.completed}/{task.total}",
                TimeElapsedColumn(), "ETA", TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
@@ -577,6 +602,9 @@ def serve(
     encoder_precision: str = typer.Option(
         "fp32", help="fp32 (upstream-exact), or bf16 / int8 where the export offers it; the "
                      "background encoder uses the same."),
+    click_precision: str = typer.Option(
+        "fp32", help="Decoder and refiner: fp32 (exact), or bf16 where the export offers it "
+                     "(export --click-precision bf16)."),
     token: str | None = typer.Option(None, help="Require this token (default: generated "
                                                 "for a non-loopback --host)."),
     max_upload_mb: int = typer.Option(50, help="Largest accepted upload, in MB."),
@@ -617,7 +645,7 @@ def serve(
     images.mkdir(parents=True, exist_ok=True)
     settings = LabellerSettings(model=model, images=images, out=out, cache_dir=cache_dir,
                                 threads=threads, encoder_precision=encoder_precision,
-                                prefetch=max(0, prefetch),
+                                click_precision=click_precision, prefetch=max(0, prefetch),
                                 max_upload_bytes=max_upload_mb << 20,
                                 click_workers=click_workers, click_threads=click_threads,
                                 ray=ray, ray_workers=workers, ray_worker_cpus=worker_cpus,

@@ -69,6 +69,7 @@ class RunSettings:
     encoder_precision: str = "fp32"  # NoC tables say which encoder made them
     data_root: str = ""  # recorded so that a resume from another copy of the data is refused
     num_clicks: int = NUM_CLICKS
+    click_precision: str = "fp32"  # the decoder's and refiner's (fp32 exact unless asked)
 
 
 def check_settings(settings: RunSettings, limit: int | None = None) -> None:
@@ -143,6 +144,9 @@ def evaluate(engine: FocSAMEngine, samples: Sequence[Sample], out_dir: str | Pat
     if settings.encoder_precision != engine.model.encoder_precision:
         raise InvalidInput(f"settings say encoder precision {settings.encoder_precision}, the "
                            f"engine runs {engine.model.encoder_precision}")
+    if settings.click_precision != engine.model.click_precision:
+        raise InvalidInput(f"settings say click precision {settings.click_precision}, the "
+                           f"engine runs {engine.model.click_precision}")
     samples = list(samples)[:limit]
     files = ResultFiles(Path(out_dir), settings.mode)
     record = run_record(settings, samples, limit)
@@ -321,9 +325,11 @@ class ResultFiles:
             **metrics, "mIoU_curve": curve, "mode": settings.mode, "dataset": settings.dataset,
             "seed": settings.seed, "seed_mode": settings.seed_mode,
             "protocol": protocol(settings.dataset),
-            "encoder_precision": settings.encoder_precision}))
+            "encoder_precision": settings.encoder_precision,
+            "click_precision": settings.click_precision}))
         title = (f"{settings.dataset} — {settings.mode} (seed {settings.seed}, "
-                 f"{settings.seed_mode}, {settings.encoder_precision} encoder)")
+                 f"{settings.seed_mode}, {settings.encoder_precision} encoder, "
+                 f"{settings.click_precision} decoder and refiner)")
         atomic_write(self.table, markdown_table(metrics, title, protocol(settings.dataset)) + "\n")
         plot_miou_curves(self.folder)
         return metrics

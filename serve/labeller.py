@@ -66,6 +66,7 @@ class LabellerSettings:
     cache_dir: Path | None = None
     threads: int | None = None
     encoder_precision: str = "fp32"  # one the export offers (export --encoder-precision)
+    click_precision: str = "fp32"  # decoder and refiner (export --click-precision)
     prefetch: int = 3  # images after the opened one to pre-encode; 0: none
     max_upload_bytes: int = 50 << 20
     replay_cache_bytes: int = DEFAULT_BUDGET_BYTES  # the predict endpoint's prefix cache
@@ -124,7 +125,8 @@ class Labeller:
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
                                         cache_dir=cache_dir,
                                         encoder_precision=settings.encoder_precision,
-                                        graphs=graphs, click_threads=settings.click_threads)
+                                        graphs=graphs, click_threads=settings.click_threads,
+                                        click_precision=settings.click_precision)
         self.refine_at = resolve_refine_at(settings.refine_at, self.engine.model.has_refiner)
         self.executor = ThreadPoolExecutor(ENGINE_WORKERS, thread_name_prefix="engine")
         self.clicks = ClickPool(settings.click_workers or default_click_workers())

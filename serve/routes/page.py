@@ -23,5 +23,6 @@ def health(labeller: LabellerDep):
     """The model being served."""
     model = labeller.engine.model
     return {"ok": True, "variant": model.variant, "model_id": model.model_id,
-            "refine_at": labeller.refine_at, "images": str(labeller.folder.root),
+            "refine_at": labeller.refine_at, "encoder_precision": model.encoder_precision,
+            "click_precision": model.click_precision, "images": str(labeller.folder.root),
             "out": str(labeller.store.out)}

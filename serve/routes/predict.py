@@ -49,6 +49,9 @@ class PredictIn(BaseModel):
     encoder_precision: str | None = Field(
         None, description="If given, must be the server's (GET /api/health); a guard against "
                           "comparing masks of different precisions.")
+    click_precision: str | None = Field(
+        None, description="If given, must be the server's decoder and refiner precision (GET "
+                          "/api/health; serve --click-precision): the same guard.")
     mask_format: MaskFormat = Field("rle", description="rle (COCO), png (base64), polygons, "
                                                        "or bits (packed, base64).")
 
@@ -77,11 +80,16 @@ async def predict(labeller: LabellerDep, body: PredictIn):
     if body.encoder_precision not in (None, precision):
         raise InvalidInput(f"this server encodes with {precision}, not "
                            f"{body.encoder_precision}")
+    click_precision = labeller.engine.model.click_precision
+    if body.click_precision not in (None, click_precision):
+        raise InvalidInput(f"this server decodes and refines in {click_precision}, not "
+                           f"{body.click_precision}")
     prompts = [Box(*p.box) if isinstance(p, BoxPrompt) else Click(p.x, p.y, p.positive)
                for p in body.prompts]
     done = await labeller.run(labeller.predict, body.image, prompts, body.refine_at)
     result = done.result
-    return {"image": body.image, "encoder_precision": precision, "steps": done.steps,
+    return {"image": body.image, "encoder_precision": precision,
+            "click_precision": click_precision, "steps": done.steps,
             "cached_steps": done.cached_steps, "iou": result.iou_prediction,
             "decoded_on_refined": result.decoded_on_refined,
             "mask": encode_mask(result.mask, body.mask_format),
