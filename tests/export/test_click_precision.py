@@ -1,0 +1,215 @@
+"""bf16 click graphs (decoder and refiner on OpenVINO) on the golden checkpoint: the DeformConv
+rewrite against upstream's refiner, the click-replay gate passing and tripping, bf16 sessions
+against fp32, the caches, the recorded figures and the missing-extra error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from focsam_onnx.engine.click_runtime import (
+    OpenVinoGraph,
+    deform_conv,
+    import_openvino,
+    open_click_graph,
+)
+from focsam_onnx.engine.click_session import replay
+from focsam_onnx.engine.encoder_runtime import openvino_config
+from focsam_onnx.engine.focsam_engine import FocSAMEngine
+from focsam_onnx.engine.graph_spec import DECODER, REFINER
+from focsam_onnx.engine.loaded_model import open_model_dir, read_manifest
+from focsam_onnx.engine.prompts import Click
+from focsam_onnx.engine.replay_cache import ReplayCache
+from focsam_onnx.engine.sessions import ModelDirError
+from focsam_onnx.evaluation.datasets import open_dataset
+from focsam_onnx.evaluation.evaluate import RunSettings, evaluate
+from focsam_onnx.export.click_gate import CLICK_THRESHOLDS
+from focsam_onnx.export.click_precision import add_click_precision
+from focsam_onnx.export.parity import max_abs_diff
+from focsam_onnx.export.quality_gate import GateCase, GateError, mask_agreement
+
+pytestmark = pytest.mark.golden
+
+SESSIONS = ("session_1", "session_2")
+GATE_CLICKS = 5  # simulated clicks per synthetic scene (the export's default is 20)
+REFINER_CASES = ["refiner_middle", "refiner_border", "refiner_tiny", "refiner_allneg"]
+
+
+def golden_cases(load_golden) -> list[GateCase]:
+    """The golden sessions' images, their recorded 20 clicks and their objects (for NoC@90)."""
+    cases = []
+    for name in SESSIONS:
+        data = load_golden(name)
+        clicks = tuple(Click(x=int(x), y=int(y), positive=bool(label))
+                       for y, x, label in data["clicks_yx_label"])
+        cases.append(GateCase(name, np.ascontiguousarray(data["image_rgb"][..., ::-1]),
+                              gt=data["gt_mask"].astype(bool), clicks=clicks))
+    return cases
+
+
+def session_clicks(data) -> list[Click]:
+    return [Click(int(x), int(y), bool(label)) for y, x, label in data["clicks_yx_label"]]
+
+
+@pytest.fixture(scope="module")
+def gated(golden_model_dir, load_golden, tmp_path_factory):
+    """The golden export with bf16 click graphs added: (model dir, gate report)."""
+    out = shutil.copytree(golden_model_dir, tmp_path_factory.mktemp("click_gated") / "model")
+    report = add_click_precision(out, "bf16", golden_cases(load_golden), GATE_CLICKS, threads=2)
+    return out, report
+
+
+def test_openvino_deform_conv_rewrite_matches_upstream_refiner(golden_model_dir, load_golden):
+    """The refiner in OpenVINO f32 (DeformConv as GridSample + FullyConnected) within the golden
+    refiner tolerances of upstream's torch numbers, as onnxruntime's is."""
+    from openvino.frontend.onnx import ConversionExtension
+
+    refiner = open_click_graph(golden_model_dir / REFINER.filename, REFINER, "fp32", 2)
+    assert isinstance(refiner, ort.InferenceSession)  # fp32 is onnxruntime, unchanged
+    core = import_openvino().Core()
+    core.add_extension(ConversionExtension("DeformConv", deform_conv))
+    compiled = core.compile_model(str(golden_model_dir / REFINER.filename), "CPU",
+                                  openvino_config("fp32", 2))
+    f32 = OpenVinoGraph(compiled, REFINER)
+    enc, proj = load_golden("encoder"), load_golden("refiner_middle")["embed_proj_out"]
+    for case in REFINER_CASES:
+        ref = load_golden(case)
+        expected = proj.copy()
+        expected[0][:, ref["changed_mask64"]] = ref["refined_values"]
+        roi = ref["roi_mask64"].reshape(1, 1, 64, 64).astype(np.float32)
+        feeds = dict(zip(REFINER.input_names, (enc["image_embeds"], ref["mask_token"], roi)))
+        (refined,) = f32.run(None, feeds)
+        assert max_abs_diff(refined, expected) <= 5e-4, case
+        (bf16,) = open_click_graph(golden_model_dir / REFINER.filename, REFINER, "bf16",
+                                   2).run(None, feeds)
+        assert 1e-3 < max_abs_diff(bf16, expected), case  # bf16 really ran
+
+
+def test_gate_passes_and_is_recorded_exactly(gated, golden_model_dir):
+    out, report = gated
+    gate = report.gate
+    assert report.passed and not report.failures
+    assert gate.cases[-2:] == SESSIONS and len(gate.cases) == 6 and gate.objects == 6
+    assert gate.clicks == 4 * GATE_CLICKS + 2 * 20
+    for embeddings in ("fp32", "bf16"):
+        assert CLICK_THRESHOLDS.mean_mask_iou <= gate.mean_mask_iou[embeddings] < 1.0
+        assert gate.min_mask_iou[embeddings] >= CLICK_THRESHOLDS.min_mask_iou
+        assert gate.noc90_differs[embeddings] == 0
+    record = read_manifest(out).click_precisions
+    assert record["bf16"].gate == gate and record["bf16"].runtime == "openvino"
+    assert record["fp32"].gate is None and record["fp32"].runtime == "onnxruntime"
+    assert gate.thresholds == {"mean_mask_iou": 0.99, "min_mask_iou": 0.95, "noc90_differs": 0}
+    # no graph file changed: the weights' identity (and the embedding cache's key) is the same
+    assert read_manifest(out).model_id == read_manifest(golden_model_dir).model_id
+
+
+def test_gate_trips_on_a_perturbed_decoder(golden_model_dir, tmp_path):
+    """A decoder whose weights carry 5 % noise, run as the bf16 candidate: refused, its figures
+    recorded, the fp32 export intact and bf16 not offered."""
+    out = shutil.copytree(golden_model_dir, tmp_path / "model")
+    graph = onnx.load(str(out / DECODER.filename))
+    rng = np.random.default_rng(0)
+    for tensor in graph.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT and len(tensor.dims) == 2:
+            w = onnx.numpy_helper.to_array(tensor)
+            noisy = w * (1 + 0.05 * rng.standard_normal(w.shape)).astype(np.float32)
+            tensor.CopyFrom(onnx.numpy_helper.from_array(noisy, tensor.name))
+    onnx.save(graph, str(tmp_path / "bad_decoder.onnx"))
+    bad = {"decoder": open_click_graph(tmp_path / "bad_decoder.onnx", DECODER, "bf16", 2),
+           "refiner": open_click_graph(out / REFINER.filename, REFINER, "bf16", 2)}
+    with pytest.raises(GateError, match=r"bf16 decoder and refiner fail their click-replay "
+                                        r"gate \(.*mask IoU 0\.\d+ < 0\.9"):
+        add_click_precision(out, "bf16", clicks=GATE_CLICKS, threads=2, candidate=bad)
+    record = read_manifest(out).click_precisions["bf16"]
+    assert not record.offered and not record.gate.passed
+    assert min(record.gate.min_mask_iou.values()) < CLICK_THRESHOLDS.min_mask_iou
+    with pytest.raises(ModelDirError, match=r"offers click precisions \['fp32'\], not bf16"):
+        open_model_dir(out, click_precision="bf16")
+    open_model_dir(out)  # the fp32 export is intact
+
+
+@pytest.mark.parametrize("name", SESSIONS)
+def test_bf16_session_within_the_gate_figures_of_fp32(gated, load_golden, name):
+    out, _ = gated
+    data = load_golden(name)
+    fp32 = FocSAMEngine.open(out, threads=2)
+    bf16 = FocSAMEngine.open(out, threads=2, click_precision="bf16")
+    assert isinstance(fp32.model.sessions["decoder"], ort.InferenceSession)
+    assert all(isinstance(g, OpenVinoGraph) for g in bf16.model.sessions.values())
+    image = np.ascontiguousarray(data["image_rgb"][..., ::-1])
+    masks, other = [], []
+    session = replay(fp32, fp32.open_image(image), session_clicks(data),
+                     observer=lambda c, r: masks.append(r.mask))
+    replay(bf16, bf16.open_image(image), session_clicks(data),
+           observer=lambda c, r: other.append(r.mask))
+    agreement = [mask_agreement(a, b) for a, b in zip(masks, other)]
+    assert len(agreement) == 20
+    assert np.mean(agreement) >= CLICK_THRESHOLDS.mean_mask_iou
+    assert min(agreement) >= CLICK_THRESHOLDS.min_mask_iou
+    assert min(agreement) < 1.0  # bf16 really differs
+    # fp32 is upstream's mask, to the golden session test's tolerance (unchanged by bf16)
+    differing = np.count_nonzero(session.result.mask != data["mask_click20"].astype(bool))
+    assert differing <= 0.0005 * session.result.mask.size
+
+
+def test_replay_cache_keys_on_the_click_precision(gated, load_golden):
+    out, _ = gated
+    data = load_golden("session_1")
+    image = np.ascontiguousarray(data["image_rgb"][..., ::-1])
+    fp32 = FocSAMEngine.open(out, threads=2)
+    bf16 = FocSAMEngine(open_model_dir(out, threads=2, click_precision="bf16"), fp32.cache)
+    cache, prompts = ReplayCache(), session_clicks(data)[:3]
+    a = cache.replay(fp32, fp32.open_image(image), prompts)
+    b = cache.replay(bf16, bf16.open_image(image), prompts)
+    assert b.cached_steps == 0 and bf16.encoder_runs == 0  # embeddings shared, states not
+    assert not np.array_equal(a.result.low_res_logits, b.result.low_res_logits)
+
+
+def test_evaluate_records_the_click_precision(gated, load_golden, tmp_path):
+    import cv2
+
+    out, _ = gated
+    data = load_golden("session_1")
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    cv2.imwrite(str(root / "images" / "s1.png"), data["image_rgb"][..., ::-1])
+    cv2.imwrite(str(root / "masks" / "s1.png"), data["gt_mask"] * 255)
+    engine = FocSAMEngine.open(out, threads=2, click_precision="bf16")
+    settings = RunSettings("folder", "focsam", 123, "upstream", engine.model.model_id,
+                           click_precision="bf16")
+    evaluate(engine, open_dataset("folder", root), tmp_path / "res", settings)
+    metrics = json.loads((tmp_path / "res" / "metrics.json").read_text())
+    assert metrics["click_precision"] == "bf16" and metrics["encoder_precision"] == "fp32"
+    assert "bf16 decoder and refiner" in (tmp_path / "res" / "metrics.md").read_text()
+    exact = RunSettings("folder", "focsam", 123, "upstream", engine.model.model_id)
+    assert exact.click_precision == "fp32"  # exact unless asked
+    with pytest.raises(ValueError, match="engine runs bf16"):
+        evaluate(engine, open_dataset("folder", root), tmp_path / "res2", exact)
+
+
+def test_unknown_click_precision_is_refused(golden_model_dir):
+    with pytest.raises(ValueError, match="click precision must be one of"):
+        open_model_dir(golden_model_dir, click_precision="fp16")
+
+
+def test_missing_openvino_names_the_extra(gated, tmp_path):
+    out, _ = gated
+    code = ("import sys; sys.modules['openvino'] = None\n"
+            "from focsam_onnx.cli import app\n"
+            f"app(['segment', {str(tmp_path / 'x.png')!r}, '--model', {str(out)!r}, "
+            "'--clicks', '5,5,+', '--click-precision', 'bf16'])")
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((40, 40, 3), np.uint8))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith("pip install 'focsam-onnx[openvino]'") and "decoder" in line
