@@ -47,23 +47,28 @@ def decoder_feeds(n_clicks: int, rng: np.random.Generator) -> dict[str, np.ndarr
     return feeds
 
 
-def window_token_mask(windows: int) -> np.ndarray:
-    """(1, 1, 64, 64) 0/1 token mask whose ROI selects `windows` (1, 4, 9 or 16) 16x16 windows
-    in the refiner's plain AND its shifted (rolled by 8) blocks.
+def window_bbox(windows: int) -> tuple[int, int, int, int]:
+    """The 1024-frame bbox whose token mask selects `windows` (1, 4, 9 or 16) 16x16 windows in
+    the refiner's plain AND its shifted (rolled by 8) blocks.
 
     Tokens [17, 16 s + 7) on both axes (s = sqrt(windows)) touch windows 1..s unshifted and
     0..s-1 shifted; 16 windows is the whole canvas.
     """
-    from focsam_onnx.engine.roi import token_mask
-
     side = math.isqrt(windows)
     if side * side != windows or not 1 <= side <= 4:
         raise ValueError(f"windows must be 1, 4, 9 or 16, got {windows}")
     if side == 4:
-        return token_mask((0, 0, IMAGE_SIZE, IMAGE_SIZE))
+        return 0, 0, IMAGE_SIZE, IMAGE_SIZE
     pixels = IMAGE_SIZE // EMBED_GRID  # per token
     lo, hi = 17 * pixels, (16 * side + 7) * pixels
-    return token_mask((lo, lo, hi, hi))
+    return lo, lo, hi, hi
+
+
+def window_token_mask(windows: int) -> np.ndarray:
+    """(1, 1, 64, 64) 0/1 token mask of `window_bbox(windows)`."""
+    from focsam_onnx.engine.roi import token_mask
+
+    return token_mask(window_bbox(windows))
 
 
 def refiner_feeds(windows: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from focsam_onnx.bench import exports, stages, system_info
+from focsam_onnx.bench import click_precision, exports, stages, system_info
 from focsam_onnx.bench.cases import SCENE_HW
 from focsam_onnx.bench.isolated import in_subprocess
 from focsam_onnx.bench.report import NOTES, PAPER, compute_ratios, evaluate_targets, markdown_report
@@ -74,6 +74,9 @@ STAGE_GROUPS = (
                lambda b: (b.reference,)),
     StageGroup("decoder to the image vs segment-anything's single-mask decoder",
                stages.decoder_to_image_stages, "stages", lambda b: (b.sam_single_mask,)),
+    StageGroup("click precisions (fp32 vs bf16 decoder and refiner)",
+               click_precision.click_precision_stages, "stages",
+               lambda b: (b.reference, b.sam_single_mask)),
     StageGroup("segment-anything ONNX decoder", stages.sam_decoder_stages, "baselines",
                lambda b: (b.sam_decoder,)),
     StageGroup("torch eager", stages.torch_stages, "baselines"),

@@ -28,6 +28,9 @@ TARGETS = {
     "interaction_vs_simpleclick_vit_h": (0.005, "ratio"),
     "reopen_cached_image_ms": (20.0, "ms"),
     "stateless_click_vs_session": (1.1, "ratio"),
+    "interaction_bf16_4_windows_vs_simpleclick_vit_h": (0.007, "ratio"),
+    "refine_click_bf16_4_windows_vs_fp32": (0.5, "ratio"),
+    "decoder_bf16_vs_sam_onnx_decoder": (0.5, "ratio"),
 }
 
 NOTES = (
@@ -55,6 +58,13 @@ NOTES = (
     "with our graphs and, in alternation, the decoder and refiner exported as written in "
     "models/ (today's graphs before their exact rewrites): *_vs_reference is the median of "
     "per-pair ratios.",
+    "interaction_<precision>_<k>_windows, click_decoder_to_image_<precision>_*, "
+    "click_refine_<precision>_*: the decoder and refiner at each click precision (fp32 "
+    "onnxruntime, bf16 OpenVINO), the precisions alternating round by round; interaction with "
+    "the refiner's ROI fixed to k windows (16: the whole canvas, random weights' worst case; 4: "
+    "a real object's); click_graphs_peak_mb: a fresh process opening that precision's decoder "
+    "and refiner and running whole-canvas refine clicks; gate: the export's click-replay gate "
+    "(manifest; none unless exported with --click-precision bf16).",
     "sam_onnx_decoder: segment-anything's default export (4 masks upsampled to orig_im_size "
     "1024x1024 in-graph); ours returns one 256x256 logit map (decoder_graph_vs_*: graph only; "
     "*_interleaved: timed back to back).",
@@ -72,7 +82,26 @@ def _p50(entries: dict, key: str) -> float:
 def precision_ratios(stages: dict) -> dict:
     """encoder_<precision>_vs_fp32 of every reduced precision timed (interleaved with fp32)."""
     return {f"{name}_vs_fp32": entry["interleaved_vs_fp32"] for name, entry in stages.items()
-            if "interleaved_vs_fp32" in entry and name != "encoder_fp32"}
+            if name.startswith("encoder_") and "interleaved_vs_fp32" in entry
+            and name != "encoder_fp32"}
+
+
+def click_precision_ratios(stages: dict, baselines: dict) -> dict:
+    """Interaction per click against the proxy, refine click and decoder of each click
+    precision (absent without the `openvino` extra)."""
+    precisions = [p for p in ("fp32", "bf16") if f"interaction_{p}_4_windows" in stages]
+    proxy = _p50(baselines, "simpleclick_vit_h_proxy")
+    out = {}
+    for p in precisions:
+        for k in (4, 16):
+            out[f"interaction_{p}_{k}_windows_vs_simpleclick_vit_h"] = \
+                _p50(stages, f"interaction_{p}_{k}_windows") / proxy
+        out[f"refine_click_{p}_4_windows_vs_fp32"] = \
+            stages[refiner_key(f"click_refine_{p}", 4)]["interleaved_vs_fp32"]
+        out[f"decoder_{p}_vs_sam_onnx_decoder"] = float(np.mean(
+            [stages[decoder_key(f"click_decoder_to_image_{p}", n)]
+             ["interleaved_vs_sam_single_mask"] for n in DECODER_CLICKS]))
+    return out
 
 
 def compute_ratios(stages: dict, baselines: dict) -> dict:
@@ -92,6 +121,7 @@ def compute_ratios(stages: dict, baselines: dict) -> dict:
     stateless = [entry["interleaved_vs_session"] for name, entry in stages.items()
                  if name.startswith("stateless_click_")]
     return {
+        **click_precision_ratios(stages, baselines),
         "decoder_vs_sam_onnx_decoder": float(np.mean(like_for_like)),
         "stateless_click_vs_session": float(np.mean(stateless)),
         **refine_clicks,
@@ -137,13 +167,29 @@ def _precision_rows(stages: dict) -> list[str]:
     rows = ["| encoder | runtime | p50 ms | vs fp32 | peak MB | min cosine | max abs "
             "| mask IoU mean / min |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for name, e in stages.items():
-        if "interleaved_vs_fp32" not in e:
+        if not name.startswith("encoder_") or "interleaved_vs_fp32" not in e:
             continue
         g = e["gate"]
         quality = ("– | – | –" if g is None else f"{g['min_cosine']:.6f} | {g['max_abs']:.3g} | "
                    f"{g['mean_mask_iou']:.4f} / {g['min_mask_iou']:.4f}")
         rows.append(f"| {name.removeprefix('encoder_')} | {e['runtime']} | {_fmt(e['p50_ms'])} "
                     f"| {e['interleaved_vs_fp32']:.2f} | {_fmt(e['peak_mb'])} | {quality} |")
+    return rows
+
+
+def _click_precision_rows(stages: dict) -> list[str]:
+    rows = ["| click graphs | ROI windows | per click p50 ms | vs fp32 | graphs' peak MB "
+            "| gate mask IoU mean / min (fp32, bf16 embeddings) |", "|---|---:|---:|---:|---:|---|"]
+    for name, e in stages.items():
+        if not name.startswith("interaction_"):
+            continue
+        g = e["gate"]
+        gate = "–" if g is None else ", ".join(
+            f"{g['mean_mask_iou'][k]:.4f} / {g['min_mask_iou'][k]:.4f}"
+            for k in g["mean_mask_iou"]) + ("" if g["passed"] else " (FAILED)")
+        rows.append(f"| {name.split('_')[1]} | {e['roi_windows']} | {_fmt(e['p50_ms'])} | "
+                    f"{e['interleaved_vs_fp32']:.2f} | {_fmt(e['click_graphs_peak_mb'])} | "
+                    f"{gate} |")
     return rows
 
 
@@ -159,6 +205,8 @@ def markdown_report(report: dict) -> str:
         "### Our pipeline", "", head, *_rows(report["stages"]), "",
         "### Encoder precisions (gate figures from the export)", "",
         *_precision_rows(report["stages"]), "",
+        "### Click precisions (decoder and refiner)", "",
+        *_click_precision_rows(report["stages"]), "",
         "### Baselines (same run, machine and threads)", "", head, *_rows(report["baselines"]),
         "", "### Interaction per click, median ms of each part", "",
         "| part | ms |", "|---|---:|",

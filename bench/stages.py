@@ -202,7 +202,7 @@ def stateless_stages(s: Settings) -> dict:
     return out
 
 
-def _run_session(engine, encoded, gt: np.ndarray, seed: int) -> list[dict]:
+def run_session(engine, encoded, gt: np.ndarray, seed: int) -> list[dict]:
     """One object, SESSION_CLICKS simulated clicks; returns each step's timings (ms). Only the
     steps are timed (the click simulator's distance transforms stand in for a user): the
     session's own wall time of each step, plus the post-processing the first `.mask` costs."""
@@ -240,10 +240,10 @@ def _interaction(engine, encoded, gt: np.ndarray, s: Settings) -> dict:
     system_info.reset_peak_rss()
     rss_at_start = system_info.current_rss_mb()
     for i in range(s.warmup):
-        _run_session(engine, encoded, gt, seed=1000 + i)
+        run_session(engine, encoded, gt, seed=1000 + i)
     per_click, steps = [], []
     for i in range(s.repeats):
-        session_steps = _run_session(engine, encoded, gt, seed=i)
+        session_steps = run_session(engine, encoded, gt, seed=i)
         per_click.append(sum(st["wall"] for st in session_steps) / 1000.0 / SESSION_CLICKS)
         steps += session_steps
     return {**summarize(per_click), "peak_mb": system_info.peak_rss_mb(),

@@ -107,6 +107,22 @@ def test_ratios_divide_p50s_and_average_over_counts():
     assert ratios["refiner_4_windows_vs_decoder_click"] == pytest.approx(8.0 / 20.0)
 
 
+def test_click_precision_ratios():
+    stages = {f"interaction_{p}_{k}_windows": _entry(t * k)
+              for p, t in (("fp32", 2.0), ("bf16", 1.0)) for k in (4, 16)}
+    for p, r in (("fp32", 1.0), ("bf16", 0.4)):
+        stages.update({f"click_refine_{p}_4_windows": {**_entry(9.0), "interleaved_vs_fp32": r}})
+        stages.update({f"click_decoder_to_image_{p}_{n}_click" + ("s" if n > 1 else ""):
+                       {**_entry(9.0), "interleaved_vs_sam_single_mask": r * n}
+                       for n in cases.DECODER_CLICKS})
+    ratios = report.click_precision_ratios(stages, {"simpleclick_vit_h_proxy": _entry(1000.0)})
+    assert ratios["interaction_bf16_4_windows_vs_simpleclick_vit_h"] == pytest.approx(0.004)
+    assert ratios["interaction_fp32_16_windows_vs_simpleclick_vit_h"] == pytest.approx(0.032)
+    assert ratios["refine_click_bf16_4_windows_vs_fp32"] == pytest.approx(0.4)
+    assert ratios["decoder_bf16_vs_sam_onnx_decoder"] == pytest.approx(0.4 * 26 / 3)
+    assert report.click_precision_ratios({}, {"simpleclick_vit_h_proxy": _entry(1.0)}) == {}
+
+
 def test_peak_rss_resets_per_stage():
     if not system_info.reset_peak_rss():
         pytest.skip("this kernel does not let a process reset its VmHWM")
@@ -299,6 +315,12 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
                for k in cases.REFINE_CLICK_WINDOWS}
     stages |= {f"stateless_click_{k}" for k in stages_module.STATELESS_STEPS}
     stages |= {"stateless_cold_list"}
+    for p in ("fp32", "bf16"):  # the click precisions (openvino is in dev)
+        stages |= {f"interaction_{p}_{k}_windows" for k in (16, 4)}
+        stages |= {f"click_decoder_to_image_{p}_{n}_click" + ("s" if n > 1 else "")
+                   for n in cases.DECODER_CLICKS}
+        stages |= {f"click_refine_{p}_{k}_window" + ("s" if k > 1 else "")
+                   for k in cases.REFINE_CLICK_WINDOWS}
     assert set(data["stages"]) == stages
     baselines = {"torch_encoder", "simpleclick_vit_h_proxy"}
     for n in cases.DECODER_CLICKS:
@@ -310,7 +332,13 @@ def test_quick_benchmark_end_to_end(tiny_model_dir, tmp_path):
     assert {"decoder_vs_sam_onnx_decoder", "refine_click_4_windows_vs_reference",
             "decoder_graph_vs_sam_onnx_decoder_4_masks_interleaved",
             "interaction_vs_simpleclick_vit_h", "stateless_click_vs_session",
-            "encoder_ort_vs_torch"} <= set(data["ratios"])
+            "encoder_ort_vs_torch", "interaction_bf16_4_windows_vs_simpleclick_vit_h",
+            "interaction_bf16_16_windows_vs_simpleclick_vit_h",
+            "refine_click_bf16_4_windows_vs_fp32", "decoder_bf16_vs_sam_onnx_decoder"
+            } <= set(data["ratios"])
+    assert data["ratios"]["refine_click_fp32_4_windows_vs_fp32"] == 1.0
+    assert data["stages"]["interaction_bf16_4_windows"]["click_graphs_peak_mb"] > 0
+    assert "### Click precisions (decoder and refiner)" in proc.stdout
     for entry in [*data["stages"].values(), *data["baselines"].values()]:
         assert {"p50_ms", "p90_ms", "peak_mb"} <= set(entry)
         assert entry["p90_ms"] >= entry["p50_ms"]
