@@ -213,3 +213,15 @@ def test_missing_openvino_names_the_extra(gated, tmp_path):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.endswith("pip install 'focsam-onnx[openvino]'") and "decoder" in line
+
+
+def test_export_without_openvino_is_refused_before_exporting(tmp_path):
+    code = ("import sys; sys.modules['openvino'] = None\n"
+            "from focsam_onnx.cli import app\n"
+            f"app(['export', '--random-init', 'tiny', '--out', {str(tmp_path / 'm')!r}, "
+            "'--click-precision', 'bf16'])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith("pip install 'focsam-onnx[openvino]'")
+    assert not (tmp_path / "m").exists()

@@ -129,6 +129,7 @@ def test_a_folder_image_is_named_by_its_name(client, tmp_path, png):
     ({"prompts": [{"x": 1, "y": 1}] * 201}, 422, "prompts"),
     ({"prompts": [{"x": 1.5, "y": 1}]}, 422, "x"),
     ({"prompts": [{"x": 1, "y": 1}], "encoder_precision": "int8"}, 400, "fp32"),
+    ({"prompts": [{"x": 1, "y": 1}], "click_precision": "bf16"}, 400, "refines in fp32"),
     ({"prompts": [{"x": 1, "y": 1}], "refine_at": 7}, 200, ""),
 ])
 def test_bad_prompts_get_a_4xx_with_a_message(client, image_hash, body, status, words):
