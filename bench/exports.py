@@ -50,7 +50,8 @@ def export_focsam(variant: str, seed: int, out_dir: str) -> None:
 
 
 def _add_precisions(out_dir: str) -> None:
-    """Offer int8, and bf16 where the OpenVINO extra is installed, if their gates pass."""
+    """Offer int8, and bf16 encoder and click graphs where the OpenVINO extra is installed, if
+    their gates pass."""
     from focsam_onnx.engine.encoder_runtime import import_openvino
     from focsam_onnx.errors import MissingExtra
     from focsam_onnx.export.encoder_precision import add_encoder_precisions
@@ -66,6 +67,13 @@ def _add_precisions(out_dir: str) -> None:
         add_encoder_precisions(out_dir, precisions)
     except GateError as err:  # the passing ones are offered; the bench reports what is
         log.warning("%s", err)
+    if "bf16" in precisions:  # the click graphs' gate: its figures go to the report either way
+        from focsam_onnx.export.click_precision import add_click_precision
+
+        try:
+            add_click_precision(out_dir, "bf16")
+        except GateError as err:
+            log.warning("%s", err)
 
 
 def focsam_model_dir(cache_dir: Path, variant: str, seed: int) -> Path:
