@@ -22,17 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from focsam_onnx.engine.encoder_runtime import import_openvino as import_openvino_for
 from focsam_onnx.engine.encoder_runtime import openvino_config
 from focsam_onnx.engine.graph_spec import GraphSpec, get_click_precision
 from focsam_onnx.engine.sessions import ModelDirError, graph_session
-from focsam_onnx.errors import require
 
 TAPS = 9  # the DCN's 3x3 taps, k = 3a + b, row-major
 
 
 def import_openvino():
     """The `openvino` module, or a MissingExtra naming the extra that installs it."""
-    return require("openvino", "the bf16 decoder and refiner (OpenVINO)", "openvino")
+    return import_openvino_for("the bf16 decoder and refiner (OpenVINO)")
 
 
 class OpenVinoGraph:

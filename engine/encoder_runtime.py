@@ -69,9 +69,9 @@ class OpenVinoEncoder:
         return len(bf16) / len(heavy) if heavy else 0.0
 
 
-def import_openvino():
-    """The `openvino` module, or a MissingExtra naming the extra that installs it."""
-    return require("openvino", "the bf16 encoder (OpenVINO)", "openvino")
+def import_openvino(what: str = "the bf16 encoder (OpenVINO)"):
+    """The `openvino` module, or a MissingExtra saying `what` needs the extra that installs it."""
+    return require("openvino", what, "openvino")
 
 
 def openvino_config(precision: str, threads: int) -> dict[str, str]:
