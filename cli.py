@@ -794,5 +794,33 @@ def model_option(model: Path | None, weights: str | None, sha256: str | None) ->
     return model if model is not None else model_from_weights(weights, sha256)
 
 
+labels_app = typer.Typer(help="The labels `serve` saves, as datasets.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("convert")
+@one_line_errors
+def labels_convert(
+    labels_dir: Path = typer.Argument(..., help="A labels folder (`serve --out`)."),
+    fmt: str = typer.Option(..., "--format", help="coco, yolo, labelme or voc."),
+    out: Path = typer.Option(..., "--out", help="New or empty folder to write."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Copy the labelled images from here into the dataset."),
+):
+    """Write the labels as COCO, YOLO segmentation, LabelMe or Pascal VOC segmentation."""
+    require("pycocotools.mask", "reading the saved masks", "serve")
+    from focsam_onnx.labels.convert import WRITERS, convert
+
+    if fmt not in WRITERS:
+        fail(f"--format must be one of {', '.join(WRITERS)}, not {fmt!r}")
+    labels = convert(labels_dir, fmt, out, images)
+    objects = sum(len(i.objects) for i in labels.images)
+    console.print(f"{out}: {fmt}, {len(labels.images)} images, {objects} objects, "
+                  f"{len(labels.classes)} classes", highlight=False, soft_wrap=True)
+    for image, why in labels.damaged.items():
+        console.print(f"[yellow]left out[/yellow] {image}: {why}", highlight=False,
+                      soft_wrap=True)
+
+
 if __name__ == "__main__":
     app()

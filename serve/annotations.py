@@ -23,11 +23,10 @@ import numpy as np
 
 from focsam_onnx.engine.atomic_io import atomic_write, probe_writable
 from focsam_onnx.engine.prompts import Prompt, prompts_from_json, prompts_to_json
-from focsam_onnx.errors import DamagedData, InvalidInput, NotFound, require
+from focsam_onnx.errors import Conflict, DamagedData, InvalidInput, NotFound, require
+from focsam_onnx.labels.records import ANNOTATIONS, CLASSES, DEFAULT_CLASSES, read_classes
 
-ANNOTATIONS = "annotations.json"
 FORMAT_VERSION = 1
-CATEGORY = {"id": 1, "name": "object"}
 
 
 def _rle_module():
@@ -48,9 +47,10 @@ class SavedObject:
     area: int
     bbox: tuple[float, float, float, float]  # x, y, width, height
     version: int = 1  # +1 per save; names the PNG this record owns
+    category_id: int = 1  # 1-based index into the labels folder's classes
 
     def to_coco(self) -> dict:
-        return {"id": self.id, "image_id": 1, "category_id": CATEGORY["id"], "iscrowd": 0,
+        return {"id": self.id, "image_id": 1, "category_id": self.category_id, "iscrowd": 0,
                 "segmentation": self.rle, "area": self.area, "bbox": list(self.bbox),
                 "predicted_iou": self.predicted_iou,
                 "prompts": prompts_to_json(self.prompts),
@@ -63,7 +63,8 @@ class SavedObject:
         prompts = prompts_from_json(entry["prompts"] if "prompts" in entry else entry["clicks"])
         return cls(int(entry["id"]), prompts, float(entry["predicted_iou"]), entry["refine_at"],
                    str(entry["model_id"]), dict(entry["segmentation"]), int(entry["area"]),
-                   tuple(float(v) for v in entry["bbox"]), int(entry.get("version", 0)))
+                   tuple(float(v) for v in entry["bbox"]), int(entry.get("version", 0)),
+                   int(entry.get("category_id", 1)))
 
     @property
     def mask_file(self) -> str:
@@ -90,9 +91,10 @@ class _ImageLabels:
 class AnnotationStore:
     """Reads and writes the labels under `out`; safe to call from several threads."""
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, classes: tuple[str, ...] | None = None):
         self.out = Path(out)
         probe_writable(self.out, "the labels folder (--out)")
+        self.classes = self._resolve_classes(classes)
         self._lock = threading.Lock()
         self._images: dict[str, _ImageLabels] = {}
 
@@ -119,10 +121,32 @@ class AnnotationStore:
             object_id, labels.next_id = labels.next_id, labels.next_id + 1
             return object_id
 
+    def _resolve_classes(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
+        """The class set: the saved one (`classes.txt`), which `given` may extend at its end
+        but not reorder (the records hold class ids); written back when it changes."""
+        saved = read_classes(self.out)
+        if given is None:
+            return saved or DEFAULT_CLASSES
+        if len(set(given)) != len(given) or not all(name.strip() for name in given):
+            raise InvalidInput(f"the class names must be distinct and not empty: {given}")
+        if saved is not None and given[:len(saved)] != saved:
+            raise Conflict(f"{self.out} is labelled with the classes {', '.join(saved)}; "
+                           "give them in that order (new ones may follow)")
+        if given != saved:
+            atomic_write(self.out / CLASSES, "".join(f"{name}\n" for name in given))
+        return given
+
+    def categories(self) -> list[dict]:
+        return [{"id": i + 1, "name": name} for i, name in enumerate(self.classes)]
+
     def save(self, image: str, object_id: int, mask: np.ndarray, prompts: tuple[Prompt, ...],
-             predicted_iou: float, refine_at: int | None, model_id: str) -> SavedObject:
+             predicted_iou: float, refine_at: int | None, model_id: str,
+             category_id: int | None = None) -> SavedObject:
         """Write object `object_id` of `image`: its mask under a new name, then the record that
-        names it, then the old mask's removal (see the module docstring)."""
+        names it, then the old mask's removal (see the module docstring). `category_id`: the
+        object's class (default: the one it has, or the first)."""
+        if category_id is not None and not 1 <= category_id <= len(self.classes):
+            raise InvalidInput(f"class {category_id} is not one of 1..{len(self.classes)}")
         rle = _rle_module()
         height, width = mask.shape
         encoded = rle.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -140,7 +164,8 @@ class AnnotationStore:
                                          "counts": encoded["counts"].decode("ascii")},
                               int(rle.area(encoded)),
                               tuple(float(v) for v in rle.toBbox(encoded)),
-                              (old.version if old else 0) + 1)
+                              (old.version if old else 0) + 1,
+                              category_id or (old.category_id if old else 1))
             folder = self.folder(image)
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / obj.mask_file, png.tobytes())
@@ -178,7 +203,7 @@ class AnnotationStore:
     def coco(self, images: list[str]) -> dict:
         """One COCO dataset of the labelled `images` (ids renumbered from 1, clicks kept)."""
         dataset = {"info": self._info(), "images": [], "annotations": [],
-                   "categories": [CATEGORY]}
+                   "categories": self.categories()}
         for image in images:
             try:
                 with self._lock:
@@ -209,7 +234,7 @@ class AnnotationStore:
                             "height": labels.height}],
                 "annotations": [o.to_coco() for o in sorted(labels.objects.values(),
                                                              key=lambda o: o.id)],
-                "categories": [CATEGORY]}
+                "categories": self.categories()}
         atomic_write(self.folder(image) / ANNOTATIONS, json.dumps(data, indent=1))
 
     def _load(self, image: str) -> _ImageLabels | None:

@@ -14,7 +14,7 @@ from focsam_onnx.serve import error_handlers
 from focsam_onnx.serve.auth import AccessGuard
 from focsam_onnx.serve.body_limit import JsonBodyLimit
 from focsam_onnx.serve.labeller import Labeller, LabellerSettings
-from focsam_onnx.serve.routes import images, page, predict, sessions
+from focsam_onnx.serve.routes import exports, images, page, predict, sessions
 
 STATIC = resources.files("focsam_onnx.serve") / "static"
 
@@ -42,6 +42,6 @@ def create_app(settings: LabellerSettings, token: str | None = None) -> FastAPI:
     app.add_middleware(error_handlers.AnswerBugsWith500)
     app.add_middleware(AccessGuard, token=token)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    for routes in (page, images, sessions, predict):
+    for routes in (page, images, sessions, predict, exports):
         app.include_router(routes.router)
     return app

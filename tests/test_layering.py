@@ -54,8 +54,12 @@ LAYERS: dict[str, Layer] = {
                         never=(*TORCH, *EXPORT_TOOLS, *WEB, "ray")),
     "export": layer("models", "engine", "evaluation", "config.py", "errors.py", "__init__.py",
                     never=(*WEB, "ray")),
+    # The saved labels as datasets (COCO, YOLO, LabelMe, VOC): numpy, OpenCV, Pillow and
+    # pycocotools; no engine, so that converting needs no model. serve/ offers its downloads.
+    "labels": layer("errors.py", never=(*TORCH, *EXPORT_TOOLS, "fastapi", "uvicorn",
+                                        "starlette", *EVALUATE_EXTRA, "ray", "onnxruntime")),
     # cluster/: `serve --ray` encodes on its pool (imported only then; ray stays cluster's).
-    "serve": layer("engine", "cluster", "config.py", "errors.py", "__init__.py",
+    "serve": layer("engine", "cluster", "labels", "config.py", "errors.py", "__init__.py",
                    never=(*TORCH, *EXPORT_TOOLS, *EVALUATE_EXTRA, "ray")),
     # Annotation tools' backends (Label Studio, CVAT): clients of the engine like serve/, not of
     # serve/ itself, so that each can be deployed without the page.
@@ -72,7 +76,7 @@ LAYERS: dict[str, Layer] = {
     "__init__.py": layer("engine", "evaluation", "config.py", "errors.py",
                          never=(*TORCH, *EXPORT_TOOLS, *WEB, "ray")),
     "cli.py": layer("models", "export", "engine", "evaluation", "serve", "cluster", "bench",
-                    "weights", "integrations", "config.py", "errors.py", "__init__.py"),
+                    "weights", "integrations", "labels", "config.py", "errors.py", "__init__.py"),
 }
 
 
