@@ -620,6 +620,10 @@ def serve(
     workers: int | None = typer.Option(None, help=WORKERS_HELP),
     worker_cpus: int = typer.Option(1, help=WORKER_CPUS_HELP),
     worker_memory_gb: float | None = typer.Option(None, help=WORKER_MEMORY_HELP),
+    labels: str | None = typer.Option(
+        None, "--labels", help="The classes: 'person,car,...' or a file with one a line "
+                               "(default: those saved in --out, else one class 'object'); "
+                               "new ones may be added after the saved ones."),
 ):
     """Label images in the browser: click on objects, masks are saved as you go."""
     from focsam_onnx.serve.server import require_serve_extra
@@ -650,10 +654,18 @@ def serve(
                                 click_workers=click_workers, click_threads=click_threads,
                                 ray=ray, ray_workers=workers, ray_worker_cpus=worker_cpus,
                                 ray_worker_memory_bytes=(int(worker_memory_gb * 2**30)
-                                                         if worker_memory_gb else None))
+                                                         if worker_memory_gb else None),
+                                classes=parse_classes(labels) if labels else None)
     run_server(settings, host, port, token,
                announce=lambda url: console.print(f"labelling {images} into {out}; open {url}",
                                                   soft_wrap=True, highlight=False))
+
+
+def parse_classes(text: str) -> tuple[str, ...]:
+    """`--labels`: a file with one class a line, or the names separated by commas."""
+    path = Path(text)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else text.split(",")
+    return tuple(name.strip() for name in lines if name.strip())
 
 
 @app.command("label-studio")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -145,8 +145,8 @@ class AnnotationStore:
         """Write object `object_id` of `image`: its mask under a new name, then the record that
         names it, then the old mask's removal (see the module docstring). `category_id`: the
         object's class (default: the one it has, or the first)."""
-        if category_id is not None and not 1 <= category_id <= len(self.classes):
-            raise InvalidInput(f"class {category_id} is not one of 1..{len(self.classes)}")
+        if category_id is not None:
+            self.check_category(category_id)
         rle = _rle_module()
         height, width = mask.shape
         encoded = rle.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -176,6 +176,23 @@ class AnnotationStore:
             if old is not None:
                 (folder / old.mask_file).unlink(missing_ok=True)
         return obj
+
+    def set_category(self, image: str, object_id: int, category_id: int) -> SavedObject:
+        """Change a saved object's class (its record alone: the mask is unchanged)."""
+        self.check_category(category_id)
+        with self._lock:
+            labels = self._load(image)
+            if labels is None or object_id not in labels.objects:
+                raise NotFound(f"image {image!r} has no saved object {object_id}")
+            obj = replace(labels.objects[object_id], category_id=category_id)
+            updated = replace(labels, objects={**labels.objects, object_id: obj})
+            self._write(image, updated)
+            self._images[image] = updated
+        return obj
+
+    def check_category(self, category_id: int) -> None:
+        if not 1 <= category_id <= len(self.classes):
+            raise InvalidInput(f"class {category_id} is not one of 1..{len(self.classes)}")
 
     def delete(self, image: str, object_id: int) -> None:
         """Forget object `object_id`: the record first (the truth), then its PNG. Unknown ids

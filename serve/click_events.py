@@ -36,7 +36,8 @@ async def prompt_stream(labeller: Labeller, live: ObjectSession,
         loop.call_soon_threadsafe(events.put_nowait, item)
 
     def event(kind: str, result: ClickResult, prompts: list[Prompt]) -> dict:
-        return {"event": kind, "object_id": live.object_id, "prompts": prompts_to_json(prompts),
+        return {"event": kind, "object_id": live.object_id, "category_id": live.category_id,
+                "prompts": prompts_to_json(prompts),
                 **result_json(result), "background": background,
                 "server_ms": round((time.perf_counter() - start) * 1000, 2)}
 

@@ -77,6 +77,7 @@ class LabellerSettings:
     ray_workers: int | None = None  # default: as many as the cluster's CPUs allow
     ray_worker_cpus: int = 1
     ray_worker_memory_bytes: int | None = None  # default: twice the encoder's weights + 0.5 GiB
+    classes: tuple[str, ...] | None = None  # None: the labels folder's, or "object"
 
 
 @dataclass
@@ -103,6 +104,7 @@ class ObjectSession:
     lane: Lane = field(default_factory=Lane)  # its clicks, undos and resets, in order
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
+    category_id: int = 1  # the object's class, saved with each of its masks
 
     def check_open(self) -> None:
         if self.closed:
@@ -115,7 +117,7 @@ class Labeller:
     def __init__(self, settings: LabellerSettings):
         self.settings = settings
         self.folder = ImageFolder(settings.images, max_upload_bytes=settings.max_upload_bytes)
-        self.store = AnnotationStore(settings.out)
+        self.store = AnnotationStore(settings.out, settings.classes)
         self._temp_cache = None
         cache_dir = settings.cache_dir
         if cache_dir is None and (settings.prefetch > 0 or settings.ray is not None):
@@ -238,8 +240,10 @@ class Labeller:
 
     # objects and clicks
 
-    def new_session(self, name: str, object_id: int | None = None) -> ObjectSession:
-        """A session on a new object of `name`, or on saved object `object_id`.
+    def new_session(self, name: str, object_id: int | None = None,
+                    category_id: int | None = None) -> ObjectSession:
+        """A session on a new object of `name` (of class `category_id`, default the first), or
+        on saved object `object_id` (keeping its class).
 
         A saved object has at most one session, shared by every tab and user that opens it,
         so two people's clicks on it queue in one history and none is lost; the first to open
@@ -248,11 +252,14 @@ class Labeller:
         entry = self.ready(name)
         encoded = entry.encoded
         if object_id is None:
+            if category_id is not None:
+                self.store.check_category(category_id)
             geometry = encoded.geometry
             object_id = self.store.new_object_id(name, geometry.height, geometry.width)
-            return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
-                                                ClickSession(self.engine, encoded,
-                                                             self.refine_at)))
+            return self._register(ObjectSession(
+                secrets.token_urlsafe(18), name, object_id,
+                ClickSession(self.engine, encoded, self.refine_at),
+                category_id=category_id or 1))
         with self._resume_lock:  # one replay per object, however many open it at once
             live = self._live_session(name, object_id)
             if live is not None:
@@ -261,7 +268,7 @@ class Labeller:
             session = ClickSession(self.engine, encoded, saved.refine_at)
             session.replay(saved.prompts)
             return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
-                                                session))
+                                                session, category_id=saved.category_id))
 
     def _live_session(self, name: str, object_id: int) -> ObjectSession | None:
         with self._lock:
@@ -327,6 +334,17 @@ class Labeller:
     def objects(self, name: str) -> list[SavedObject]:
         self.folder.path(name)
         return self.store.objects(name)
+
+    def set_category(self, name: str, object_id: int, category_id: int) -> SavedObject:
+        """Change the class of a saved object, and of its live session's later saves."""
+        self.folder.path(name)
+        live = self._live_session(name, object_id)
+        if live is None:
+            return self.store.set_category(name, object_id, category_id)
+        with live.lock:  # after a click in flight, whose save would write the old class
+            saved = self.store.set_category(name, object_id, category_id)
+            live.category_id = category_id
+        return saved
 
     def delete_object(self, name: str, object_id: int) -> None:
         """Delete a saved object; sessions on it end (their next request gets a 404)."""
@@ -402,7 +420,7 @@ class Labeller:
             return None
         return self.store.save(live.image, live.object_id, session.result.mask, session.prompts,
                                session.result.iou_prediction, session.refine_at,
-                               self.engine.model.model_id).version
+                               self.engine.model.model_id, live.category_id).version
 
     def _encode(self, entry: OpenImage, path: Path) -> None:
         try:

@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
+import cv2
 import numpy as np
 
 from focsam_onnx.engine.click_session import ClickResult
 from focsam_onnx.engine.prompts import prompts_to_json
 from focsam_onnx.serve.annotations import SavedObject
 from focsam_onnx.serve.labeller import Labeller, ObjectSession, OpenImage
-from focsam_onnx.serve.mask_formats import encode_mask
+
+PREVIEW_PIXELS = 1 << 20  # a mask the page gets covers at most this many pixels
 
 
 def mask_json(mask: np.ndarray) -> dict:
-    """An (H, W) bool mask as row-major bits, most significant first, base64: H*W/8 bytes
-    whatever the mask looks like (run lengths explode on a random-weights model's noise)."""
-    return encode_mask(mask, "bits")
+    """An (H, W) bool mask as the page draws it, bounded whatever the image's size: the crop
+    to its bounding box (`x`, `y`, `crop_width`, `crop_height`, image pixels) as a 1-bit PNG,
+    base64, scaled down (area average, then > 0.5) to at most PREVIEW_PIXELS pixels: exact
+    for objects of up to 1 MP, at worst ~1 MP / 8 = 128 KB of PNG (~175 KB in base64) even for
+    noise. Full resolution is for saving and export (the record, mask.png)."""
+    height, width = mask.shape
+    body = {"format": "crop_png", "height": int(height), "width": int(width)}
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return {**body, "x": 0, "y": 0, "crop_width": 0, "crop_height": 0, "png": ""}
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    crop = mask[y0:y1, x0:x1].astype(np.uint8) * 255
+    scale = min(1.0, (PREVIEW_PIXELS / crop.size) ** 0.5)
+    if scale < 1.0:
+        size = (max(1, int((x1 - x0) * scale)), max(1, int((y1 - y0) * scale)))
+        crop = np.where(cv2.resize(crop, size, interpolation=cv2.INTER_AREA) > 127, 255, 0)
+    png = cv2.imencode(".png", crop.astype(np.uint8), [cv2.IMWRITE_PNG_BILEVEL, 1])[1]
+    return {**body, "x": x0, "y": y0, "crop_width": x1 - x0, "crop_height": y1 - y0,
+            "png": base64.b64encode(png.tobytes()).decode("ascii")}
 
 
 def result_json(result: ClickResult | None) -> dict | None:
@@ -30,13 +49,15 @@ def result_json(result: ClickResult | None) -> dict | None:
 
 def session_json(live: ObjectSession) -> dict:
     return {"session_id": live.id, "image": live.image, "object_id": live.object_id,
+            "category_id": live.category_id,
             "prompts": prompts_to_json(live.session.prompts),
             "result": result_json(live.session.result)}
 
 
 def object_json(obj: SavedObject, with_mask: bool = True) -> dict:
-    entry = {"object_id": obj.id, "version": obj.version, "prompts": prompts_to_json(obj.prompts),
-             "area": obj.area, "bbox": list(obj.bbox), "iou": obj.predicted_iou}
+    entry = {"object_id": obj.id, "version": obj.version, "category_id": obj.category_id,
+             "prompts": prompts_to_json(obj.prompts), "area": obj.area,
+             "bbox": list(obj.bbox), "iou": obj.predicted_iou}
     if with_mask:
         entry["mask"] = mask_json(obj.mask())
     return entry

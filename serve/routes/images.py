@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from focsam_onnx.serve.images import UploadTooLarge
 from focsam_onnx.serve.payloads import image_entry, object_json, status_json
@@ -17,8 +18,9 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {
 
 @router.get("/images", responses=errors(409))
 def list_images(labeller: LabellerDep):
-    """The folder's images, with their saved object counts."""
+    """The folder's images, with their saved object counts, and the class set."""
     return {"images": [image_entry(labeller, n) for n in labeller.folder.names()],
+            "classes": list(labeller.store.classes),
             "background": labeller.background()}
 
 
@@ -78,6 +80,16 @@ def object_mask(labeller: LabellerDep, name: str, object_id: int):
     saved = labeller.store.get(name, object_id)
     path = labeller.store.folder(name) / saved.mask_file
     return Response(path.read_bytes(), media_type="image/png")
+
+
+class ObjectChange(BaseModel):
+    category_id: int = Field(description="The object's new class (1-based).")
+
+
+@router.patch("/images/{name}/objects/{object_id}", responses=errors(400, 404, 409, 422))
+def change_object(labeller: LabellerDep, name: str, object_id: int, body: ObjectChange):
+    """Change a saved object's class."""
+    return object_json(labeller.set_category(name, object_id, body.category_id), False)
 
 
 @router.delete("/images/{name}/objects/{object_id}", responses=errors(404, 409, 422))

@@ -25,4 +25,4 @@ def health(labeller: LabellerDep):
     return {"ok": True, "variant": model.variant, "model_id": model.model_id,
             "refine_at": labeller.refine_at, "encoder_precision": model.encoder_precision,
             "click_precision": model.click_precision, "images": str(labeller.folder.root),
-            "out": str(labeller.store.out)}
+            "out": str(labeller.store.out), "classes": list(labeller.store.classes)}

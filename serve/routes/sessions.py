@@ -22,6 +22,8 @@ class NewSession(BaseModel):
     image: str = Field(description="An image name from GET /api/images.")
     object_id: int | None = Field(None, description="Continue this saved object (its prompts "
                                                     "are replayed); omit for a new object.")
+    category_id: int | None = Field(None, description="A new object's class (1-based, GET "
+                                                      "/api/images `classes`); default 1.")
 
 
 class ClickIn(BaseModel):
@@ -40,7 +42,8 @@ class BoxIn(BaseModel):
 @router.post("", responses=errors(400, 404, 409, 413, 422, 429, 503))
 async def new_session(labeller: LabellerDep, body: NewSession):
     """A session on a new object, or on a saved one (`object_id`)."""
-    live = await labeller.run(labeller.new_session, body.image, body.object_id)
+    live = await labeller.run(labeller.new_session, body.image, body.object_id,
+                              body.category_id)
     return session_json(live)
 
 

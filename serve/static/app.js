@@ -2,17 +2,19 @@
 // server. Every click goes to the server, which saves the masks as it answers.
 "use strict";
 
-const PALETTE = [[255, 99, 71], [60, 180, 255], [255, 200, 40], [170, 110, 255], [50, 220, 140],
-                 [255, 120, 200], [0, 200, 200], [240, 140, 30], [150, 210, 60], [230, 80, 120]];
+// Instances of one class share its hue and differ in shade: six shades, then they repeat.
+const SHADES = [[0.85, 0.55], [0.65, 0.40], [0.95, 0.70], [0.55, 0.32], [0.75, 0.62], [0.9, 0.47]];
 const $ = (id) => document.getElementById(id);
 const photo = $("photo"), masksCanvas = $("masks"), pointsCanvas = $("points");
 
 const state = {
   images: [],            // [{name, objects}]
+  classes: ["object"],   // class id i + 1 is classes[i]
+  classId: 1,            // the class of new objects (and of the selected one)
   current: null,         // image name
   ready: false,          // embeddings ready for clicks
   width: 0, height: 0,
-  objects: new Map(),    // object_id -> {prompts, iou, canvas}
+  objects: new Map(),    // object_id -> {prompts, iou, classId, instance, crop, tinted}
   activeId: null,        // object being clicked
   sessionId: null,
   negative: false,       // left click's label is negative
@@ -24,14 +26,30 @@ window.focsamEvents = [];
 
 function enc(name) { return encodeURIComponent(name); }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function failure(response) {
+  let detail = response.statusText;
+  try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
+  const error = new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  error.status = response.status;
+  return error;
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
-  if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  // A request the server did not receive (it is restarting) is tried again for a while.
+  for (let attempt = 0; ; attempt++) {
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (err) {
+      if (attempt >= 40) throw new Error("the server is not answering");
+      await sleep(250);
+      continue;
+    }
+    if (!response.ok) throw await failure(response);
+    return response;
   }
-  return response;
 }
 async function apiJson(path, options) { return (await api(path, options)).json(); }
 function postJson(path, body) {
@@ -50,41 +68,81 @@ function showMessage(text) {
 
 // masks
 
-function colour(objectId) { return PALETTE[(objectId - 1) % PALETTE.length]; }
+function className(classId) { return state.classes[classId - 1] ?? `class ${classId}`; }
 
-function maskCanvas(mask, rgb) {
-  // Base64 row-major bits (most significant first) -> a canvas in the object's colour.
-  const canvas = document.createElement("canvas");
-  canvas.width = mask.width;
-  canvas.height = mask.height;
-  const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(mask.width, mask.height);
-  const pixels = new Uint32Array(image.data.buffer);
-  const packed = ((255 << 24) | (rgb[2] << 16) | (rgb[1] << 8) | rgb[0]) >>> 0;  // little endian
-  const bytes = atob(mask.bits);
-  for (let i = 0; i < bytes.length; i++) {
-    const byte = bytes.charCodeAt(i);
-    if (byte === 0) continue;
-    for (let bit = 0; bit < 8; bit++) {
-      if (byte & (128 >> bit)) pixels[i * 8 + bit] = packed;
-    }
-  }
-  ctx.putImageData(image, 0, 0);
-  return canvas;
+function hsl(h, s, l) {
+  const k = (n) => (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
+  const f = (n) => l - a * Math.max(-1, Math.min(k(n) - 3, 9 - k(n), 1));
+  return [f(0), f(8), f(4)].map((v) => Math.round(v * 255));
 }
 
-function setObject(objectId, prompts, mask, iou, version) {
-  if (!mask) { state.objects.delete(objectId); return; }
+function colour(obj) {
+  // Classes far apart in hue (the golden angle); instances of a class in its shades.
+  const [s, l] = SHADES[(obj.instance - 1) % SHADES.length];
+  return hsl(((obj.classId - 1) * 137.508 + 8) % 360, s, l);
+}
+
+function numberInstances() {
+  // Instance n of a class: its n-th object by id.
+  const counts = new Map();
+  for (const [, obj] of [...state.objects].sort((a, b) => a[0] - b[0])) {
+    counts.set(obj.classId, (counts.get(obj.classId) ?? 0) + 1);
+    obj.instance = counts.get(obj.classId);
+  }
+}
+
+async function maskCrop(mask) {
+  // The server's mask: its bounding box as a 1-bit PNG (scaled down past 1 MP) -> a canvas,
+  // white where the object is, transparent elsewhere, placed at (x, y) in image pixels.
+  if (!mask.png) return null;
+  const bytes = Uint8Array.from(atob(mask.png), (c) => c.charCodeAt(0));
+  const bitmap = await createImageBitmap(new Blob([bytes], {type: "image/png"}));
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(bitmap, 0, 0);
+  bitmap.close();
+  const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  for (let i = 0; i < image.data.length; i += 4) image.data[i + 3] = image.data[i];
+  ctx.putImageData(image, 0, 0);
+  return {canvas, x: mask.x, y: mask.y, w: mask.crop_width, h: mask.crop_height};
+}
+
+async function setObject(objectId, prompts, mask, iou, classId, version) {
   // version: the saved record's (undefined until this tab hears it was saved)
-  state.objects.set(objectId, {prompts, iou, version, canvas: maskCanvas(mask, colour(objectId))});
+  if (!mask) { state.objects.delete(objectId); return; }
+  const crop = await maskCrop(mask);
+  state.objects.set(objectId, {prompts, iou, classId: classId ?? 1, instance: 1, crop,
+                               tinted: null, version});
+}
+
+function tinted(obj) {
+  // The object's crop in its colour, made once per colour.
+  const rgb = colour(obj).join(",");
+  if (obj.tinted?.rgb !== rgb) {
+    const canvas = document.createElement("canvas");
+    canvas.width = obj.crop.canvas.width;
+    canvas.height = obj.crop.canvas.height;
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(obj.crop.canvas, 0, 0);
+    ctx.globalCompositeOperation = "source-in";
+    ctx.fillStyle = `rgb(${rgb})`;
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    obj.tinted = {rgb, canvas};
+  }
+  return obj.tinted.canvas;
 }
 
 function draw() {
+  numberInstances();
   const ctx = masksCanvas.getContext("2d");
   ctx.clearRect(0, 0, masksCanvas.width, masksCanvas.height);
+  ctx.imageSmoothingEnabled = false;
   for (const [id, obj] of state.objects) {
+    if (!obj.crop) continue;
     ctx.globalAlpha = id === state.activeId ? 1.0 : 0.6;
-    ctx.drawImage(obj.canvas, 0, 0);
+    ctx.drawImage(tinted(obj), obj.crop.x, obj.crop.y, obj.crop.w, obj.crop.h);
   }
   ctx.globalAlpha = 1.0;
   const pts = pointsCanvas.getContext("2d");
@@ -92,6 +150,19 @@ function draw() {
   const active = state.objects.get(state.activeId);
   const scale = state.width / Math.max(1, pointsCanvas.getBoundingClientRect().width);
   const radius = Math.max(2, 5 * scale);
+  pts.lineWidth = Math.max(1, 2 * scale);
+  pts.setLineDash([6 * scale, 4 * scale]);
+  for (const p of (active ? active.prompts.filter((q) => "box" in q) : [])) {
+    pts.strokeStyle = "#ffd84d";
+    pts.strokeRect(p.box[0], p.box[1], p.box[2] - p.box[0], p.box[3] - p.box[1]);
+  }
+  if (boxDrag) {
+    pts.strokeStyle = "#fff";
+    const b = boxDrag;
+    pts.strokeRect(Math.min(b.x0, b.x1), Math.min(b.y0, b.y1), Math.abs(b.x1 - b.x0) + 1,
+                   Math.abs(b.y1 - b.y0) + 1);
+  }
+  pts.setLineDash([]);
   for (const {x, y, positive} of (active ? active.prompts.filter((p) => "x" in p) : [])) {
     pts.beginPath();
     pts.arc(x + 0.5, y + 0.5, radius, 0, 2 * Math.PI);
@@ -113,11 +184,12 @@ function renderObjects() {
     if (id === state.activeId) item.classList.add("active");
     const swatch = document.createElement("span");
     swatch.className = "swatch";
-    swatch.style.background = `rgb(${colour(id).join(",")})`;
+    swatch.style.background = `rgb(${colour(obj).join(",")})`;
     const label = document.createElement("span");
     label.className = "label";
+    label.title = `object ${id}`;
     const n = obj.prompts.length;
-    label.textContent = `Object ${id} · ${n} click${n === 1 ? "" : "s"} · IoU ${obj.iou.toFixed(2)}`;
+    label.textContent = `${className(obj.classId)} ${obj.instance} · ${n} click${n === 1 ? "" : "s"} · IoU ${obj.iou.toFixed(2)}`;
     const remove = document.createElement("button");
     remove.textContent = "×";
     remove.title = "Delete this object (Delete)";
@@ -132,9 +204,55 @@ function renderObjects() {
 
 // images
 
+function renderClasses() {
+  const filter = $("class-filter").value.trim().toLowerCase();
+  const list = $("classes");
+  list.replaceChildren();
+  state.classes.forEach((name, i) => {
+    if (filter && !name.toLowerCase().includes(filter)) return;
+    const item = document.createElement("li");
+    item.dataset.classId = i + 1;
+    item.classList.toggle("current", i + 1 === state.classId);
+    const key = document.createElement("kbd");
+    key.textContent = i < 9 ? String(i + 1) : "";
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = `rgb(${colour({classId: i + 1, instance: 1}).join(",")})`;
+    const label = document.createElement("span");
+    label.textContent = name;
+    item.append(key, swatch, label);
+    item.addEventListener("click", () => pickClass(i + 1));
+    list.append(item);
+  });
+}
+
+function pickClass(classId) {
+  // The class of the next objects, and of the selected object (changed in its record).
+  if (classId < 1 || classId > state.classes.length) return;
+  state.classId = classId;
+  renderClasses();
+  const image = state.current;
+  state.chain = state.chain.then(async () => {  // after the clicks before it, on their object
+    const objectId = state.activeId;
+    if (objectId == null || state.current !== image) return;
+    if (!state.objects.has(objectId)) { state.sessionId = null; state.activeId = null; return; }
+    try {
+      await apiJson(`/api/images/${enc(image)}/objects/${objectId}`, {
+        method: "PATCH", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({category_id: classId})});
+      const obj = state.objects.get(objectId);
+      if (obj && state.current === image) obj.classId = classId;
+      window.focsamEvents.push({event: "class", object_id: objectId, category_id: classId});
+      draw();
+    } catch (err) { showMessage(err.message); }
+  });
+}
+
 async function loadImageList() {
   const data = await apiJson("/api/images");
   state.images = data.images;
+  state.classes = data.classes;
+  renderClasses();
   const list = $("images");
   list.replaceChildren();
   for (const image of state.images) {
@@ -209,21 +327,68 @@ async function openImage(name) {
   for (const c of [masksCanvas, pointsCanvas]) { c.width = state.width; c.height = state.height; }
   const saved = await apiJson(`/api/images/${enc(name)}/objects`);
   if (seq !== state.openSeq) return;
-  for (const obj of saved.objects) setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.version);
+  for (const obj of saved.objects) {
+    await setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.category_id, obj.version);
+  }
+  if (seq !== state.openSeq) return;
   state.ready = true;
   $("view").classList.remove("waiting");
   document.body.dataset.ready = name;  // the browser tests wait for this
   draw();
 }
 
+// zoom and pan: the image is shown at `view.scale` CSS pixels per image pixel, its top-left
+// corner at (view.x, view.y) in the stage. Clicks are mapped through the canvas's on-screen
+// rectangle, so they land on the right image pixel at every zoom.
+const view = {scale: 1, x: 0, y: 0, fit: 1};
+const ZOOM_STEP = 1.5, MAX_SCALE = 32;
+
+function applyView() {
+  if (!photo.naturalWidth) return;
+  photo.style.width = `${photo.naturalWidth * view.scale}px`;
+  photo.style.height = `${photo.naturalHeight * view.scale}px`;
+  $("view").style.transform = `translate(${view.x}px, ${view.y}px)`;
+  $("zoom").textContent = `${Math.round(100 * view.scale / view.fit)} %`;
+}
+
 function fitPhoto() {
-  // Scale the image to the stage (up too: small images are clicked as comfortably as big ones).
+  // The whole image in the stage (scaled up too: small images are clicked as comfortably).
   if (!photo.naturalWidth) return;
   const stage = $("stage");
-  const fit = Math.min((stage.clientWidth - 20) / photo.naturalWidth,
-                       (stage.clientHeight - 20) / photo.naturalHeight);
-  photo.style.width = `${Math.max(1, Math.floor(photo.naturalWidth * fit))}px`;
-  photo.style.height = `${Math.max(1, Math.floor(photo.naturalHeight * fit))}px`;
+  view.fit = view.scale = Math.min((stage.clientWidth - 20) / photo.naturalWidth,
+                                   (stage.clientHeight - 20) / photo.naturalHeight);
+  view.x = (stage.clientWidth - photo.naturalWidth * view.scale) / 2;
+  view.y = (stage.clientHeight - photo.naturalHeight * view.scale) / 2;
+  applyView();
+}
+
+function zoomAt(factor, clientX, clientY) {
+  // Zoom keeping the image point under (clientX, clientY) where it is.
+  const stage = $("stage").getBoundingClientRect();
+  const sx = (clientX ?? stage.left + stage.width / 2) - stage.left;
+  const sy = (clientY ?? stage.top + stage.height / 2) - stage.top;
+  const scale = Math.min(MAX_SCALE, Math.max(view.fit / 4, view.scale * factor));
+  view.x = sx - (sx - view.x) * scale / view.scale;
+  view.y = sy - (sy - view.y) * scale / view.scale;
+  view.scale = scale;
+  applyView();
+}
+
+let pan = null;  // {x, y} of the last pointer position while dragging the image
+let spaceDown = false;
+
+function startPan(e) {
+  pan = {x: e.clientX, y: e.clientY};
+  $("stage").classList.add("panning");
+}
+
+function movePan(e) {
+  if (!pan) return false;
+  view.x += e.clientX - pan.x;
+  view.y += e.clientY - pan.y;
+  pan = {x: e.clientX, y: e.clientY};
+  applyView();
+  return true;
 }
 
 async function refreshBackground() {
@@ -241,15 +406,54 @@ function step(delta) {
 // objects and clicks
 
 async function startSession(objectId) {
-  const body = {image: state.current};
+  // A session on saved object `objectId` (its clicks replayed), or on a new object. If the
+  // server has forgotten the image (it restarted), it is opened again first.
+  const body = {image: state.current, category_id: state.classId};
   if (objectId != null) body.object_id = objectId;
-  const session = await postJson("/api/sessions", body);
+  let session;
+  try {
+    session = await postJson("/api/sessions", body);
+  } catch (err) {
+    if (err.status !== 404 && err.status !== 503) throw err;
+    await reopenImage();
+    session = await postJson("/api/sessions", body);
+  }
   state.sessionId = session.session_id;
   state.activeId = session.object_id;
   return session;
 }
 
+async function reopenImage() {
+  const path = `/api/images/${enc(state.current)}`;
+  let status = await postJson(`${path}/open`);
+  while (status.state === "encoding") {
+    await sleep(200);
+    status = await apiJson(`${path}/status`);
+  }
+  if (status.state !== "ready") throw new Error(`cannot use this image: ${status.error}`);
+}
+
+async function objectRequest(action, body) {
+  // POST to the active object's session. The server forgets sessions when it restarts or
+  // after a long idle time: then the object is opened again (its saved clicks replayed)
+  // and the request repeated, so the annotator notices nothing.
+  if (!state.sessionId) await startSession(state.objects.has(state.activeId) ? state.activeId : null);
+  for (let attempt = 0; ; attempt++) {
+    const response = await api(`/api/sessions/${enc(state.sessionId)}/${action}`, {
+      method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify(body ?? {})}).catch((err) => err);
+    if (!(response instanceof Error)) return response;
+    if (response.status !== 404 || attempt > 0) throw response;
+    const saved = state.objects.has(state.activeId) ? state.activeId : null;
+    state.sessionId = null;
+    window.focsamEvents.push({event: "recovered", object_id: saved});
+    await startSession(saved);
+  }
+}
+
 function selectObject(objectId) {
+  const obj = state.objects.get(objectId);
+  if (obj) { state.classId = obj.classId; renderClasses(); }
   state.chain = state.chain.then(async () => {
     try {
       await startSession(objectId);
@@ -283,26 +487,26 @@ function logRow(ev, clientMs, row) {
   return row;
 }
 
-function handleEvent(ev, clientMs, row) {
+async function handleEvent(ev, clientMs, row) {
+  if (ev.event === "error") { showMessage(ev.detail); }
+  else if (ev.event !== "saved") await setObject(ev.object_id, ev.prompts, ev.mask, ev.iou, ev.category_id);
   window.focsamEvents.push({event: ev.event, prompts: ev.prompts?.length, object_id: ev.object_id,
                             decoded_on_refined: ev.decoded_on_refined});
-  if (ev.event === "error") { showMessage(ev.detail); return row; }
   if (ev.event === "saved") {
     const obj = state.objects.get(ev.object_id);
     if (obj) obj.version = ev.version;
-    return row;
   }
-  setObject(ev.object_id, ev.prompts, ev.mask, ev.iou);
+  if (ev.event === "error" || ev.event === "saved") return row;
   draw();
   return logRow(ev, clientMs, row);
 }
 
-async function sendClick(x, y, positive) {
-  if (!state.sessionId) await startSession(null);
+function sendClick(x, y, positive) { return sendPrompt("clicks", {x, y, positive}); }
+
+async function sendPrompt(kind, body) {
+  // A click or a box: the answer streams interim / final / saved events.
   const started = performance.now();
-  const response = await api(`/api/sessions/${enc(state.sessionId)}/clicks`, {
-    method: "POST", headers: {"Content-Type": "application/json"},
-    body: JSON.stringify({x, y, positive})});
+  const response = await objectRequest(kind, body);
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "", row = null;
@@ -313,20 +517,36 @@ async function sendClick(x, y, positive) {
     while ((newline = buffer.indexOf("\n")) >= 0) {
       const line = buffer.slice(0, newline);
       buffer = buffer.slice(newline + 1);
-      if (line.trim()) row = handleEvent(JSON.parse(line), performance.now() - started, row);
+      if (line.trim()) row = await handleEvent(JSON.parse(line), performance.now() - started, row);
     }
     if (done) break;
   }
 }
 
+function imagePixel(e) {
+  // The image pixel under a pointer event, whatever the zoom.
+  const rect = pointsCanvas.getBoundingClientRect();
+  return [Math.min(state.width - 1, Math.max(0, Math.floor((e.clientX - rect.left) * state.width / rect.width))),
+          Math.min(state.height - 1, Math.max(0, Math.floor((e.clientY - rect.top) * state.height / rect.height)))];
+}
+
+let boxDrag = null;  // {x0, y0, x1, y1} in image pixels while a box is drawn
+const MIN_BOX = 3;   // a drag shorter than this (image pixels, both sides) is a click
+
 function onCanvasMouse(e) {
+  if (e.button === 1 || (e.button === 0 && spaceDown)) { e.preventDefault(); startPan(e); return; }
   if (e.button !== 0 && e.button !== 2) return;
   e.preventDefault();
   if (!state.ready) { showMessage("the image is still being encoded"); return; }
-  const rect = pointsCanvas.getBoundingClientRect();
-  const x = Math.min(state.width - 1, Math.max(0, Math.floor((e.clientX - rect.left) * state.width / rect.width)));
-  const y = Math.min(state.height - 1, Math.max(0, Math.floor((e.clientY - rect.top) * state.height / rect.height)));
-  const positive = e.button === 2 ? false : !state.negative;
+  const [x, y] = imagePixel(e);
+  if (e.button === 0 && (state.boxMode || e.shiftKey)) {
+    boxDrag = {x0: x, y0: y, x1: x, y1: y};
+    return;
+  }
+  queueClick(x, y, e.button === 2 ? false : !state.negative);
+}
+
+function queueClick(x, y, positive) {
   const image = state.current;
   state.chain = state.chain.then(async () => {
     if (state.current !== image) return;
@@ -334,13 +554,43 @@ function onCanvasMouse(e) {
   });
 }
 
+function onPointerMove(e) {
+  if (movePan(e)) return;
+  if (!boxDrag) return;
+  [boxDrag.x1, boxDrag.y1] = imagePixel(e);
+  draw();
+}
+
+function onPointerUp(e) {
+  if (pan) { pan = null; $("stage").classList.remove("panning"); return; }
+  if (!boxDrag) return;
+  const b = boxDrag;
+  boxDrag = null;
+  [b.x1, b.y1] = imagePixel(e);
+  const [x0, x1] = [Math.min(b.x0, b.x1), Math.max(b.x0, b.x1) + 1];
+  const [y0, y1] = [Math.min(b.y0, b.y1), Math.max(b.y0, b.y1) + 1];
+  if (x1 - x0 < MIN_BOX && y1 - y0 < MIN_BOX) { draw(); queueClick(b.x0, b.y0, !state.negative); return; }
+  const image = state.current;
+  state.chain = state.chain.then(async () => {
+    if (state.current !== image) return;
+    try { await sendPrompt("box", {x0, y0, x1, y1}); } catch (err) { showMessage(err.message); }
+  });
+}
+
+function toggleBoxMode() {
+  state.boxMode = !state.boxMode;
+  $("box-mode").classList.toggle("on", state.boxMode);
+  $("box-mode").textContent = `Box tool: ${state.boxMode ? "on" : "off"}`;
+}
+
 function sessionCall(action) {
   state.chain = state.chain.then(async () => {
-    if (!state.sessionId) { showMessage(`nothing to ${action}: click on an object first`); return; }
+    if (state.activeId == null) { showMessage(`nothing to ${action}: click on an object first`); return; }
     try {
-      const session = await postJson(`/api/sessions/${enc(state.sessionId)}/${action}`);
+      const session = await (await objectRequest(action)).json();
       const result = session.result;
-      setObject(session.object_id, session.prompts, result && result.mask, result ? result.iou : 0);
+      await setObject(session.object_id, session.prompts, result && result.mask,
+                      result ? result.iou : 0, session.category_id);
       const rows = $("log").tBodies[0];
       if (action === "reset") rows.replaceChildren();
       else if (rows.rows.length) rows.deleteRow(0);
@@ -396,7 +646,7 @@ async function syncObjects(image) {
     if (state.objects.get(entry.object_id)?.version === entry.version) continue;
     const obj = await apiJson(`/api/images/${enc(image)}/objects/${entry.object_id}`);
     if (state.current !== image) return;
-    setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.version);
+    await setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.category_id, obj.version);
     changed = true;
   }
   if (changed) {
@@ -429,6 +679,18 @@ async function upload(file) {
 // wiring
 
 pointsCanvas.addEventListener("mousedown", onCanvasMouse);
+window.addEventListener("mousemove", onPointerMove);
+window.addEventListener("mouseup", onPointerUp);
+$("stage").addEventListener("wheel", (e) => {
+  e.preventDefault();
+  zoomAt(Math.exp(-e.deltaY * 0.0015), e.clientX, e.clientY);
+}, {passive: false});
+$("stage").addEventListener("auxclick", (e) => e.preventDefault());
+$("box-mode").addEventListener("click", toggleBoxMode);
+$("zoom-in").addEventListener("click", () => zoomAt(ZOOM_STEP));
+$("zoom-out").addEventListener("click", () => zoomAt(1 / ZOOM_STEP));
+$("zoom-fit").addEventListener("click", fitPhoto);
+document.addEventListener("keyup", (e) => { if (e.key === " ") { spaceDown = false; $("stage").classList.remove("pan-ready"); } });
 pointsCanvas.addEventListener("contextmenu", (e) => e.preventDefault());
 $("undo").addEventListener("click", () => sessionCall("undo"));
 $("reset").addEventListener("click", () => sessionCall("reset"));
@@ -437,6 +699,14 @@ $("mode").addEventListener("click", toggleMode);
 $("prev").addEventListener("click", () => step(-1));
 $("next").addEventListener("click", () => step(1));
 $("opacity").addEventListener("input", (e) => setOpacity(Number(e.target.value)));
+$("class-filter").addEventListener("input", renderClasses);
+$("class-filter").addEventListener("keydown", (e) => {
+  if (e.key === "Enter") {
+    const first = $("classes").querySelector("li");
+    if (first) pickClass(Number(first.dataset.classId));
+  }
+  if (e.key === "Enter" || e.key === "Escape") { e.target.value = ""; renderClasses(); e.target.blur(); }
+});
 $("upload").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); });
 new ResizeObserver(draw).observe(photo);
 window.addEventListener("resize", fitPhoto);
@@ -444,6 +714,7 @@ window.addEventListener("resize", fitPhoto);
 document.addEventListener("keydown", (e) => {
   if (e.target.tagName === "INPUT" && e.target.type !== "range") return;
   const key = e.key.toLowerCase();
+  if (key === " ") { e.preventDefault(); spaceDown = true; $("stage").classList.add("pan-ready"); return; }
   if ((e.ctrlKey || e.metaKey) && key === "z") { e.preventDefault(); sessionCall("undo"); return; }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   const actions = {
@@ -453,7 +724,11 @@ document.addEventListener("keydown", (e) => {
     backspace: () => state.activeId && deleteObject(state.activeId),
     "[": () => setOpacity(Number($("opacity").value) - 10),
     "]": () => setOpacity(Number($("opacity").value) + 10),
+    c: () => $("class-filter").focus(),
+    b: toggleBoxMode, "+": () => zoomAt(ZOOM_STEP), "=": () => zoomAt(ZOOM_STEP),
+    "-": () => zoomAt(1 / ZOOM_STEP), 0: fitPhoto, f: fitPhoto,
   };
+  if (/^[1-9]$/.test(key)) { e.preventDefault(); pickClass(Number(key)); return; }
   if (actions[key]) { e.preventDefault(); actions[key](); }
 });
 

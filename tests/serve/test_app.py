@@ -68,9 +68,14 @@ def as_json(click: tuple[int, int, bool]) -> dict:
 
 
 def decoded(mask: dict) -> np.ndarray:
-    bits = np.frombuffer(base64.b64decode(mask["bits"]), np.uint8)
-    count = mask["height"] * mask["width"]
-    return np.unpackbits(bits, count=count).astype(bool).reshape(mask["height"], mask["width"])
+    """The page's mask (a bounding-box crop as a 1-bit PNG) placed back in the image."""
+    full = np.zeros((mask["height"], mask["width"]), bool)
+    if mask["png"]:
+        png = np.frombuffer(base64.b64decode(mask["png"]), np.uint8)
+        crop = cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 127
+        assert crop.shape == (mask["crop_height"], mask["crop_width"])  # exact up to 1 MP
+        full[mask["y"]:mask["y"] + crop.shape[0], mask["x"]:mask["x"] + crop.shape[1]] = crop
+    return full
 
 
 def saved_png(out, image: str, object_id: int) -> np.ndarray:
@@ -84,6 +89,28 @@ def test_mask_json_round_trip():
     rng = np.random.default_rng(0)
     for mask in (rng.random((7, 9)) > 0.5, np.ones((3, 4), bool), np.zeros((2, 2), bool)):
         np.testing.assert_array_equal(decoded(mask_json(mask)), mask)
+    corner = np.zeros((50, 60), bool)
+    corner[40:45, 7:9] = True
+    sent = mask_json(corner)
+    assert (sent["x"], sent["y"], sent["crop_width"], sent["crop_height"]) == (7, 40, 2, 5)
+    np.testing.assert_array_equal(decoded(sent), corner)
+
+
+def test_a_large_mask_is_sent_bounded():
+    """A 4000 x 3000 mask of noise (the worst case) is sent scaled to PREVIEW_PIXELS; its PNG
+    stays under the stated bound, and a compact object of the same image is far smaller."""
+    from focsam_onnx.serve.payloads import PREVIEW_PIXELS
+
+    noise = np.random.default_rng(1).random((3000, 4000)) > 0.5
+    sent = mask_json(noise)
+    png = cv2.imdecode(np.frombuffer(base64.b64decode(sent["png"]), np.uint8),
+                       cv2.IMREAD_GRAYSCALE)
+    assert png.size <= PREVIEW_PIXELS and png.shape[1] / png.shape[0] == pytest.approx(4 / 3,
+                                                                                        rel=0.01)
+    assert len(base64.b64decode(sent["png"])) <= PREVIEW_PIXELS // 8 + 4096
+    disc = np.zeros((3000, 4000), np.uint8)
+    cv2.circle(disc, (2000, 1500), 400, 1, -1)
+    assert len(mask_json(disc.astype(bool))["png"]) < 20_000
 
 
 def test_health_and_image_list(client):

@@ -146,9 +146,133 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     page.reload()
     page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
     texts = page.locator("#objects li .label").all_inner_texts()
-    assert [t.split(" · ")[:2] for t in texts] == [["Object 1", "2 clicks"],
-                                                   ["Object 2", "1 click"]]
+    assert [t.split(" · ")[:2] for t in texts] == [["object 1", "2 clicks"],
+                                                   ["object 2", "1 click"]]
     assert (labels / image / "annotations.json").read_text() == labels_before
+    page.close()
+
+
+def record(labels: Path, image: str, object_id: int) -> dict:
+    coco = json.loads((labels / image / "annotations.json").read_text())
+    (entry,) = [a for a in coco["annotations"] if a["id"] == object_id]
+    return entry
+
+
+def test_classes_and_a_server_restart_the_annotator_does_not_notice(browser, serve_process,
+                                                                   tiny_model_dir, images_dir,
+                                                                   tmp_path):
+    """Keys 1-9 and the searchable picker give objects their classes, changeable later; after
+    a SIGKILL and a restart (without --labels: the set is read back from --out) the next click
+    on the selected object is applied and saved with no action from the user."""
+    labels, image, size = tmp_path / "labels", "a_shapes.png", (320, 240)
+    server = serve_process(tiny_model_dir, images_dir, labels, tmp_path / "server.log")
+    server.argv += ["--labels", "cat,dog,bird"]
+    server.start()
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    assert page.locator("#classes kbd").all_inner_texts() == ["1", "2", "3"]
+    assert page.locator("#classes li > span:last-child").all_inner_texts() == [
+        "cat", "dog", "bird"]
+    page.keyboard.press("2")
+    click_pixel(page, 170, 125, size)
+    wait_for_event(page, "saved", 1)
+    assert record(labels, image, 1)["category_id"] == 2
+    page.keyboard.press("n")
+    page.keyboard.press("c")
+    page.keyboard.type("bir")
+    assert page.locator("#classes li > span:last-child").all_inner_texts() == ["bird"]
+    page.keyboard.press("Enter")
+    click_pixel(page, 60, 55, size)
+    wait_for_event(page, "saved", 2)
+    assert record(labels, image, 2)["category_id"] == 3
+    page.locator("#objects li").first.click()  # select object 1, then make it a cat
+    page.keyboard.press("1")
+    wait_for_event(page, "class", 1)
+    assert record(labels, image, 1)["category_id"] == 1
+    texts = page.locator("#objects li .label").all_inner_texts()
+    assert [t.split(" · ")[0] for t in texts] == ["cat 1", "bird 1"]
+    assert (labels / "classes.txt").read_text() == "cat\ndog\nbird\n"
+    first_clicks = record(labels, image, 1)["prompts"]
+
+    server.kill()
+    server.argv = server.argv[:-2]  # no --labels: the classes come from the labels folder
+    server.start()
+    click_pixel(page, 200, 150, size)  # no reload: the page re-opens the image and the object
+    wait_for_event(page, "saved", 3)
+    entry = record(labels, image, 1)
+    assert entry["prompts"] == [*first_clicks, {"x": 200, "y": 150, "positive": True}]
+    assert entry["category_id"] == 1
+    events = page.evaluate("window.focsamEvents.map(e => e.event)")
+    assert "recovered" in events and "error" not in events
+    assert "session" not in page.inner_text("#message").lower()
+    with urllib.request.urlopen(server.url + "api/images") as response:
+        assert json.load(response)["classes"] == ["cat", "dog", "bird"]
+    page.close()
+
+
+def client_point(page, x: float, y: float, size: tuple[int, int]) -> tuple[float, float]:
+    """The client coordinates of image point (x, y) (continuous: pixel i spans [i, i + 1))."""
+    box = page.evaluate("(() => { const r = pointsCanvas.getBoundingClientRect(); "
+                        "return [r.left, r.top, r.width, r.height]; })()")
+    return box[0] + x * box[2] / size[0], box[1] + y * box[3] / size[1]
+
+
+def test_box_then_click_and_clicks_at_3x_zoom_and_after_a_pan(browser, server, images_dir,
+                                                              tmp_path, reference_engine):
+    """A box dragged with the box tool, then a click, saves the engine's mask for [box, click];
+    at 3x zoom and after a space + drag pan, clicks are recorded at the pixels clicked."""
+    from focsam_onnx.engine.click_session import ClickSession
+    from focsam_onnx.engine.image_io import load_image
+    from focsam_onnx.engine.prompts import Box, Click
+
+    labels, image, size = tmp_path / "labels", "a_shapes.png", (320, 240)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    page.keyboard.press("b")
+    page.mouse.move(*client_point(page, 120.5, 90.5, size))
+    page.mouse.down()
+    page.mouse.move(*client_point(page, 170.5, 120.5, size), steps=4)
+    page.mouse.move(*client_point(page, 220.5, 160.5, size), steps=4)
+    page.mouse.up()
+    wait_for_event(page, "saved", 1)
+    page.keyboard.press("b")
+    click_pixel(page, 170, 125, size)
+    wait_for_event(page, "saved", 2)
+    entry = record(labels, image, 1)
+    assert entry["prompts"] == [{"box": [120, 90, 221, 161]},
+                                {"x": 170, "y": 125, "positive": True}]
+    session = ClickSession(reference_engine,
+                           reference_engine.open_image(load_image(images_dir / image)))
+    session.add(Box(120, 90, 221, 161))
+    expected = session.add(Click(170, 125)).mask
+    np.testing.assert_array_equal(saved(labels, image)[1][1], expected * 255)
+
+    page.keyboard.press("n")
+    for _ in range(3):
+        page.keyboard.press("+")
+    zoom = page.evaluate("view.scale / view.fit")
+    assert zoom >= 3, zoom
+    click_pixel(page, 160, 120, size)
+    wait_for_event(page, "saved", 3)
+    before = client_point(page, 0, 0, size)
+    page.keyboard.down(" ")
+    page.mouse.move(700, 450)
+    page.mouse.down()
+    page.mouse.move(650, 425, steps=5)
+    page.mouse.move(600, 400, steps=5)
+    page.mouse.up()
+    page.keyboard.up(" ")
+    after = client_point(page, 0, 0, size)
+    assert (after[0] - before[0], after[1] - before[1]) == pytest.approx((-100, -50))
+    click_pixel(page, 205, 141, size)
+    wait_for_event(page, "saved", 4)
+    assert record(labels, image, 2)["prompts"] == [{"x": 160, "y": 120, "positive": True},
+                                                   {"x": 205, "y": 141, "positive": True}]
+    assert finals(page) == 4  # the pan sent nothing
+    page.keyboard.press("0")
+    assert page.evaluate("view.scale / view.fit") == 1
     page.close()
 
 
