@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -27,6 +27,7 @@ from focsam_onnx.errors import Conflict, DamagedData, InvalidInput, NotFound, re
 from focsam_onnx.labels.records import ANNOTATIONS, CLASSES, DEFAULT_CLASSES, read_classes
 
 FORMAT_VERSION = 1
+PROGRESS = "progress.json"  # {"done": [image names]}: the images marked done
 
 
 def _rle_module():
@@ -86,6 +87,7 @@ class _ImageLabels:
     height: int
     next_id: int
     objects: dict[int, SavedObject]
+    deleted: dict[int, SavedObject] = field(default_factory=dict)  # restorable; no PNG
 
 
 class AnnotationStore:
@@ -96,6 +98,7 @@ class AnnotationStore:
         probe_writable(self.out, "the labels folder (--out)")
         self.classes = self._resolve_classes(classes)
         self._lock = threading.Lock()
+        self._done = self._read_done()
         self._images: dict[str, _ImageLabels] = {}
 
     def folder(self, image: str) -> Path:
@@ -136,6 +139,24 @@ class AnnotationStore:
             atomic_write(self.out / CLASSES, "".join(f"{name}\n" for name in given))
         return given
 
+    def _read_done(self) -> set[str]:
+        path = self.out / PROGRESS
+        try:
+            return set(json.loads(path.read_text())["done"]) if path.is_file() else set()
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DamagedData(f"{path} is unreadable ({type(err).__name__}: {err}); fix or "
+                              "remove it (it only lists the images marked done)") from None
+
+    def is_done(self, image: str) -> bool:
+        return image in self._done
+
+    def set_done(self, image: str, done: bool) -> None:
+        """Mark `image` done (or not); kept in `progress.json`, so it survives restarts."""
+        with self._lock:
+            self._done = self._done | {image} if done else self._done - {image}
+            atomic_write(self.out / PROGRESS, json.dumps({"done": sorted(self._done)},
+                                                         indent=1))
+
     def categories(self) -> list[dict]:
         return [{"id": i + 1, "name": name} for i, name in enumerate(self.classes)]
 
@@ -170,7 +191,8 @@ class AnnotationStore:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / obj.mask_file, png.tobytes())
             updated = _ImageLabels(width, height, max(labels.next_id, object_id + 1),
-                                   {**labels.objects, object_id: obj})
+                                   {**labels.objects, object_id: obj},
+                                   {i: o for i, o in labels.deleted.items() if i != object_id})
             self._write(image, updated)
             self._images[image] = updated
             if old is not None:
@@ -195,18 +217,39 @@ class AnnotationStore:
             raise InvalidInput(f"class {category_id} is not one of 1..{len(self.classes)}")
 
     def delete(self, image: str, object_id: int) -> None:
-        """Forget object `object_id`: the record first (the truth), then its PNG. Unknown ids
-        are a no-op."""
+        """Delete object `object_id`: the record first (the truth; it keeps the object among
+        its deleted ones, so that `restore` can bring it back), then its PNG. Unknown ids are
+        a no-op."""
         with self._lock:
             labels = self._load(image)
             if labels is None or object_id not in labels.objects:
                 return
             old = labels.objects[object_id]
-            updated = _ImageLabels(labels.width, labels.height, labels.next_id,
-                                   {i: o for i, o in labels.objects.items() if i != object_id})
+            updated = replace(labels, objects={i: o for i, o in labels.objects.items()
+                                               if i != object_id},
+                              deleted={**labels.deleted, object_id: old})
             self._write(image, updated)
             self._images[image] = updated
             (self.folder(image) / old.mask_file).unlink(missing_ok=True)
+
+    def restore(self, image: str, object_id: int) -> SavedObject:
+        """Bring a deleted object back, as it was when deleted (its PNG written again)."""
+        with self._lock:
+            labels = self._load(image)
+            if labels is None or object_id not in labels.deleted:
+                raise NotFound(f"image {image!r} has no deleted object {object_id}")
+            obj = replace(labels.deleted[object_id],
+                          version=labels.deleted[object_id].version + 1)
+            ok, png = cv2.imencode(".png", obj.mask().astype(np.uint8) * 255)
+            if not ok:
+                raise RuntimeError(f"could not encode the mask of object {object_id} as PNG")
+            atomic_write(self.folder(image) / obj.mask_file, png.tobytes())
+            updated = replace(labels, objects={**labels.objects, object_id: obj},
+                              deleted={i: o for i, o in labels.deleted.items()
+                                       if i != object_id})
+            self._write(image, updated)
+            self._images[image] = updated
+        return obj
 
     def damaged(self, image: str) -> str | None:
         """Why `image`'s record cannot be read, or None when it can (or does not exist)."""
@@ -251,6 +294,8 @@ class AnnotationStore:
                             "height": labels.height}],
                 "annotations": [o.to_coco() for o in sorted(labels.objects.values(),
                                                              key=lambda o: o.id)],
+                "deleted_annotations": [o.to_coco() for o in sorted(labels.deleted.values(),
+                                                                     key=lambda o: o.id)],
                 "categories": self.categories()}
         atomic_write(self.folder(image) / ANNOTATIONS, json.dumps(data, indent=1))
 
@@ -267,8 +312,12 @@ class AnnotationStore:
             data = json.loads(path.read_text())
             (entry,) = data["images"]
             objects = {o.id: o for o in map(SavedObject.from_coco, data["annotations"])}
-            next_id = max([int(data["info"].get("next_object_id", 1)), *(i + 1 for i in objects)])
-            labels = _ImageLabels(int(entry["width"]), int(entry["height"]), next_id, objects)
+            deleted = {o.id: o for o in map(SavedObject.from_coco,
+                                            data.get("deleted_annotations", []))}
+            next_id = max([int(data["info"].get("next_object_id", 1)),
+                           *(i + 1 for i in [*objects, *deleted])])
+            labels = _ImageLabels(int(entry["width"]), int(entry["height"]), next_id, objects,
+                                  deleted)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise DamagedData(f"{path} is unreadable ({type(err).__name__}: {err}); fix or move "
                               "it away, the server will not overwrite it") from None

@@ -346,6 +346,11 @@ class Labeller:
             live.category_id = category_id
         return saved
 
+    def restore_object(self, name: str, object_id: int) -> SavedObject:
+        """Undo the deletion of `object_id` (a new session on it replays its prompts)."""
+        self.folder.path(name)
+        return self.store.restore(name, object_id)
+
     def delete_object(self, name: str, object_id: int) -> None:
         """Delete a saved object; sessions on it end (their next request gets a 404)."""
         self.store.get(name, object_id)

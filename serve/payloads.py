@@ -64,12 +64,16 @@ def object_json(obj: SavedObject, with_mask: bool = True) -> dict:
 
 
 def image_entry(labeller: Labeller, name: str) -> dict:
-    """An image of the folder with its saved object count, or why its record is unreadable
-    (that image alone is affected; the file is kept as it is)."""
+    """An image of the folder with its saved object count and its progress (new, in progress,
+    done), or why its record is unreadable (that image alone is affected; the file is kept as
+    it is)."""
+    done = labeller.store.is_done(name)
     damaged = labeller.store.damaged(name)
     if damaged is not None:
-        return {"name": name, "objects": None, "damaged": damaged}
-    return {"name": name, "objects": len(labeller.store.objects(name))}
+        return {"name": name, "objects": None, "damaged": damaged, "done": done}
+    count = len(labeller.store.objects(name))
+    return {"name": name, "objects": count, "done": done,
+            "state": "done" if done else "in progress" if count else "new"}
 
 
 def status_json(labeller: Labeller, entry: OpenImage) -> dict:

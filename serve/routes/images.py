@@ -45,6 +45,18 @@ def open_image(labeller: LabellerDep, name: str):
     return status_json(labeller, labeller.open(name))
 
 
+class Progress(BaseModel):
+    done: bool = Field(description="True: the image is labelled; false: not (yet).")
+
+
+@router.post("/images/{name}/done", responses=errors(404, 409, 422))
+def mark_done(labeller: LabellerDep, name: str, body: Progress):
+    """Mark the image done, or not done (kept across restarts in the labels folder)."""
+    labeller.folder.path(name)
+    labeller.store.set_done(name, body.done)
+    return image_entry(labeller, name)
+
+
 @router.get("/images/{name}/status", responses=errors(404))
 def image_status(labeller: LabellerDep, name: str):
     """Encoding state: encoding | ready | error, elapsed and expected seconds."""
@@ -92,9 +104,16 @@ def change_object(labeller: LabellerDep, name: str, object_id: int, body: Object
     return object_json(labeller.set_category(name, object_id, body.category_id), False)
 
 
+@router.post("/images/{name}/objects/{object_id}/restore", responses=errors(404, 409, 422))
+def restore_object(labeller: LabellerDep, name: str, object_id: int):
+    """Undo the deletion of an object: it comes back as it was, mask and prompts."""
+    return object_json(labeller.restore_object(name, object_id))
+
+
 @router.delete("/images/{name}/objects/{object_id}", responses=errors(404, 409, 422))
 def delete_object(labeller: LabellerDep, name: str, object_id: int):
-    """Delete a saved object (its PNG and its entry in annotations.json)."""
+    """Delete a saved object (its PNG; its entry moves to annotations.json's
+    `deleted_annotations`, from which `restore` brings it back)."""
     labeller.folder.path(name)
     labeller.delete_object(name, object_id)
     return {"deleted": object_id}

@@ -16,6 +16,9 @@ const state = {
   width: 0, height: 0,
   objects: new Map(),    // object_id -> {prompts, iou, classId, instance, crop, tinted}
   activeId: null,        // object being clicked
+  hidden: new Set(),     // object ids not drawn (this page only)
+  solo: null,            // the one object drawn, or null for all
+  deleted: [],           // [{image, objectId}] deletions that Shift+Z undoes, last first
   sessionId: null,
   negative: false,       // left click's label is negative
   chain: Promise.resolve(),  // clicks are sent one after another, in order
@@ -140,7 +143,7 @@ function draw() {
   ctx.clearRect(0, 0, masksCanvas.width, masksCanvas.height);
   ctx.imageSmoothingEnabled = false;
   for (const [id, obj] of state.objects) {
-    if (!obj.crop) continue;
+    if (!obj.crop || !shown(id)) continue;
     ctx.globalAlpha = id === state.activeId ? 1.0 : 0.6;
     ctx.drawImage(tinted(obj), obj.crop.x, obj.crop.y, obj.crop.w, obj.crop.h);
   }
@@ -194,12 +197,23 @@ function renderObjects() {
     remove.textContent = "×";
     remove.title = "Delete this object (Delete)";
     remove.addEventListener("click", (e) => { e.stopPropagation(); deleteObject(id); });
-    item.append(swatch, label, remove);
+    const eye = document.createElement("button");
+    eye.className = "eye";
+    eye.textContent = shown(id) ? "◉" : "○";
+    eye.title = "Show / hide (H); S shows the selected object alone";
+    eye.addEventListener("click", (e) => { e.stopPropagation(); toggleHidden(id); });
+    item.classList.toggle("hidden", !shown(id));
+    item.append(eye, swatch, label, remove);
     item.addEventListener("click", () => selectObject(id));
     list.append(item);
   }
   const row = [...$("images").children].find((li) => li.dataset.name === state.current);
   if (row) row.querySelector(".count").textContent = state.objects.size || "";
+  const entry = state.images.find((i) => i.name === state.current);
+  if (entry && entry.objects !== state.objects.size) {
+    entry.objects = state.objects.size;
+    if (row) { row.dataset.state = imageState(entry); row.title = `${entry.name} (${imageState(entry)})`; }
+  }
 }
 
 // images
@@ -253,21 +267,62 @@ async function loadImageList() {
   state.images = data.images;
   state.classes = data.classes;
   renderClasses();
+  renderImages();
+}
+
+function imageState(image) {
+  return image.done ? "done" : image.objects ? "in progress" : "new";
+}
+
+function renderImages() {
+  // The folder's images with their progress, filtered by name; "n of N done" above them.
+  const filter = $("image-filter").value.trim().toLowerCase();
   const list = $("images");
   list.replaceChildren();
   for (const image of state.images) {
+    if (filter && !image.name.toLowerCase().includes(filter)) continue;
     const item = document.createElement("li");
     item.dataset.name = image.name;
+    item.dataset.state = imageState(image);
+    item.title = `${image.name} (${imageState(image)})`;
     item.classList.toggle("current", image.name === state.current);
+    const mark = document.createElement("span");
+    mark.className = "mark";
     const name = document.createElement("span");
+    name.className = "name";
     name.textContent = image.name;
     const count = document.createElement("span");
     count.className = "count";
     count.textContent = image.objects || "";
-    item.append(name, count);
+    item.append(mark, name, count);
     item.addEventListener("click", () => openImage(image.name));
     list.append(item);
   }
+  const done = state.images.filter((i) => i.done).length;
+  $("progress").textContent = `${done} of ${state.images.length} done`;
+}
+
+function markDone() {
+  // Toggle the current image's done mark; marking it done moves on to the next image not done.
+  const image = state.images.find((i) => i.name === state.current);
+  if (!image) return;
+  const done = !image.done;
+  postJson(`/api/images/${enc(image.name)}/done`, {done}).then((entry) => {
+    Object.assign(image, entry);
+    renderImages();
+    window.focsamEvents.push({event: "done", image: image.name, done});
+    if (done) nextUnlabelled();
+  }).catch((err) => showMessage(err.message));
+}
+
+function nextUnlabelled() {
+  // The next image after the current one (wrapping round) that is not marked done.
+  const at = state.images.findIndex((i) => i.name === state.current);
+  for (let k = 1; k <= state.images.length; k++) {
+    const image = state.images[(at + k) % state.images.length];
+    if (!image.done) { if (image.name !== state.current) openImage(image.name); return; }
+  }
+  showMessage("every image is marked done");
 }
 
 function formatSeconds(s) { return s == null ? "?" : `${s.toFixed(1)} s`; }
@@ -293,7 +348,8 @@ function showStatus(status) {
 
 async function openImage(name) {
   const seq = ++state.openSeq;
-  Object.assign(state, {current: name, ready: false, activeId: null, sessionId: null});
+  Object.assign(state, {current: name, ready: false, activeId: null, sessionId: null,
+                        hidden: new Set(), solo: null});
   state.objects.clear();
   $("log").tBodies[0].replaceChildren();
   $("image-name").textContent = name;
@@ -602,11 +658,33 @@ function sessionCall(action) {
 }
 
 function deleteObject(objectId) {
+  const image = state.current;
   state.chain = state.chain.then(async () => {
     try {
-      await apiJson(`/api/images/${enc(state.current)}/objects/${objectId}`, {method: "DELETE"});
+      const obj = state.objects.get(objectId);
+      await apiJson(`/api/images/${enc(image)}/objects/${objectId}`, {method: "DELETE"});
       state.objects.delete(objectId);
+      state.deleted.push({image, objectId});
       if (state.activeId === objectId) { state.activeId = null; state.sessionId = null; }
+      window.focsamEvents.push({event: "deleted", object_id: objectId});
+      draw();
+      if (obj) showMessage(`deleted ${className(obj.classId)} ${obj.instance}: Shift+Z brings it back`);
+    } catch (err) { showMessage(err.message); }
+  });
+}
+
+function restoreDeleted() {
+  // Undo the last deletion made on this image.
+  const image = state.current;
+  const at = state.deleted.findLastIndex((d) => d.image === image);
+  if (at < 0) { showMessage("no deleted object to bring back on this image"); return; }
+  const {objectId} = state.deleted.splice(at, 1)[0];
+  state.chain = state.chain.then(async () => {
+    try {
+      const obj = await postJson(`/api/images/${enc(image)}/objects/${objectId}/restore`);
+      if (state.current !== image) return;
+      await setObject(obj.object_id, obj.prompts, obj.mask, obj.iou, obj.category_id);
+      window.focsamEvents.push({event: "restored", object_id: objectId});
       draw();
     } catch (err) { showMessage(err.message); }
   });
@@ -655,6 +733,22 @@ async function syncObjects(image) {
   }
 }
 
+function toggleHidden(objectId) {
+  if (objectId == null) return;
+  if (state.hidden.has(objectId)) state.hidden.delete(objectId); else state.hidden.add(objectId);
+  draw();
+}
+
+function toggleSolo(objectId) {
+  // Show the selected object alone, or every object again.
+  state.solo = state.solo === objectId || objectId == null ? null : objectId;
+  draw();
+}
+
+function shown(id) {
+  return !state.hidden.has(id) && (state.solo == null || state.solo === id);
+}
+
 function toggleMode() {
   state.negative = !state.negative;
   const button = $("mode");
@@ -700,6 +794,12 @@ $("prev").addEventListener("click", () => step(-1));
 $("next").addEventListener("click", () => step(1));
 $("opacity").addEventListener("input", (e) => setOpacity(Number(e.target.value)));
 $("class-filter").addEventListener("input", renderClasses);
+$("image-filter").addEventListener("input", renderImages);
+$("image-filter").addEventListener("keydown", (e) => {
+  if (e.key === "Escape" || e.key === "Enter") e.target.blur();
+});
+$("mark-done").addEventListener("click", markDone);
+$("next-unlabelled").addEventListener("click", nextUnlabelled);
 $("class-filter").addEventListener("keydown", (e) => {
   if (e.key === "Enter") {
     const first = $("classes").querySelector("li");
@@ -717,6 +817,7 @@ document.addEventListener("keydown", (e) => {
   if (key === " ") { e.preventDefault(); spaceDown = true; $("stage").classList.add("pan-ready"); return; }
   if ((e.ctrlKey || e.metaKey) && key === "z") { e.preventDefault(); sessionCall("undo"); return; }
   if (e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.shiftKey && key === "z") { e.preventDefault(); restoreDeleted(); return; }
   const actions = {
     u: () => sessionCall("undo"), r: () => sessionCall("reset"), n: newObject, enter: newObject,
     t: toggleMode, arrowright: () => step(1), d: () => step(1), arrowleft: () => step(-1),
@@ -725,7 +826,8 @@ document.addEventListener("keydown", (e) => {
     "[": () => setOpacity(Number($("opacity").value) - 10),
     "]": () => setOpacity(Number($("opacity").value) + 10),
     c: () => $("class-filter").focus(),
-    b: toggleBoxMode, "+": () => zoomAt(ZOOM_STEP), "=": () => zoomAt(ZOOM_STEP),
+    h: () => toggleHidden(state.activeId), s: () => toggleSolo(state.activeId),
+    b: toggleBoxMode, m: markDone, g: nextUnlabelled, "/": () => $("image-filter").focus(), "+": () => zoomAt(ZOOM_STEP), "=": () => zoomAt(ZOOM_STEP),
     "-": () => zoomAt(1 / ZOOM_STEP), 0: fitPhoto, f: fitPhoto,
   };
   if (/^[1-9]$/.test(key)) { e.preventDefault(); pickClass(Number(key)); return; }

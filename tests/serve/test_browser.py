@@ -276,6 +276,73 @@ def test_box_then_click_and_clicks_at_3x_zoom_and_after_a_pan(browser, server, i
     page.close()
 
 
+PAINTED = """(() => { const c = masksCanvas, d = c.getContext("2d").getImageData(0, 0, c.width,
+c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"""
+
+
+def test_progress_hide_solo_and_a_deletion_undone(browser, server, tmp_path):
+    """Per-image state and "n of N done" survive a restart; M marks done and moves on, G opens
+    the next image not done, / filters; H hides and S solos an object; Delete then Shift+Z
+    brings the object back as it was."""
+    labels, image, size = tmp_path / "labels", "a_shapes.png", (320, 240)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    assert page.inner_text("#progress") == "0 of 3 done"
+    row = page.locator(f'#images li[data-name="{image}"]')
+    assert row.get_attribute("data-state") == "new"
+    click_pixel(page, 170, 125, size)
+    wait_for_event(page, "saved", 1)
+    assert row.get_attribute("data-state") == "in progress"
+    page.keyboard.press("n")
+    click_pixel(page, 60, 55, size)
+    wait_for_event(page, "saved", 2)
+    both = page.evaluate(PAINTED)
+    page.keyboard.press("h")  # object 2 is the selected one
+    assert page.locator("#objects li.hidden").count() == 1
+    without_2 = page.evaluate(PAINTED)
+    page.keyboard.press("h")
+    page.keyboard.press("s")
+    only_2 = page.evaluate(PAINTED)
+    assert page.locator("#objects li.hidden").count() == 1  # object 1, while 2 is solo
+    page.keyboard.press("s")
+    assert page.evaluate(PAINTED) == both and page.locator("#objects li.hidden").count() == 0
+    assert without_2 < both and 0 < only_2 < both
+
+    _, masks = saved(labels, image)
+    page.keyboard.press("Delete")
+    wait_for_event(page, "deleted", 1)
+    record_now = json.loads((labels / image / "annotations.json").read_text())
+    assert [a["id"] for a in record_now["annotations"]] == [1]
+    assert [a["id"] for a in record_now["deleted_annotations"]] == [2]
+    page.keyboard.press("Shift+Z")
+    wait_for_event(page, "restored", 1)
+    _, restored = saved(labels, image)
+    assert sorted(restored) == [1, 2]
+    np.testing.assert_array_equal(restored[2], masks[2])
+    assert page.locator("#objects li").count() == 2
+
+    page.keyboard.press("m")  # done: on to the next image not done
+    wait_for_event(page, "done", 1)
+    page.wait_for_selector('body[data-ready="b_flipped.png"]', timeout=WAIT_MS)
+    assert json.loads((labels / "progress.json").read_text())["done"] == [image]
+    assert page.inner_text("#progress") == "1 of 3 done"
+    assert row.get_attribute("data-state") == "done"
+    page.keyboard.press("g")
+    page.wait_for_selector('body[data-ready="c_rotated.jpg"]', timeout=WAIT_MS)
+    page.keyboard.press("/")
+    page.keyboard.type("flip")
+    assert page.locator("#images li .name").all_inner_texts() == ["b_flipped.png"]
+
+    server.kill()
+    server.start()
+    page.reload()
+    page.wait_for_selector('body[data-ready="c_rotated.jpg"]', timeout=WAIT_MS)
+    assert page.inner_text("#progress") == "1 of 3 done"
+    assert page.locator(f'#images li[data-name="{image}"]').get_attribute("data-state") == "done"
+    page.close()
+
+
 ATTACKER_PAGE = """<!doctype html><html><body>
 <form id="f" method="POST" enctype="text/plain" action="{target}api/images/a_shapes.png/open">
 <input name="x" value="y"></form>
