@@ -25,6 +25,7 @@ from focsam_onnx.engine.atomic_io import atomic_write, probe_writable
 from focsam_onnx.engine.prompts import Prompt, prompts_from_json, prompts_to_json
 from focsam_onnx.errors import Conflict, DamagedData, InvalidInput, NotFound, require
 from focsam_onnx.labels.records import ANNOTATIONS, CLASSES, DEFAULT_CLASSES, read_classes
+from focsam_onnx.serve.strokes import Stroke
 
 FORMAT_VERSION = 1
 PROGRESS = "progress.json"  # {"done": [image names]}: the images marked done
@@ -49,6 +50,7 @@ class SavedObject:
     bbox: tuple[float, float, float, float]  # x, y, width, height
     version: int = 1  # +1 per save; names the PNG this record owns
     category_id: int = 1  # 1-based index into the labels folder's classes
+    strokes: tuple[Stroke, ...] = ()  # brush / eraser touch-ups, applied after the prompts
 
     def to_coco(self) -> dict:
         return {"id": self.id, "image_id": 1, "category_id": self.category_id, "iscrowd": 0,
@@ -56,7 +58,8 @@ class SavedObject:
                 "predicted_iou": self.predicted_iou,
                 "prompts": prompts_to_json(self.prompts),
                 "refine_at": self.refine_at, "model_id": self.model_id,
-                "mask_file": self.mask_file, "version": self.version}
+                "mask_file": self.mask_file, "version": self.version,
+                "strokes": [s.to_json() for s in self.strokes]}
 
     @classmethod
     def from_coco(cls, entry: dict) -> SavedObject:
@@ -65,7 +68,8 @@ class SavedObject:
         return cls(int(entry["id"]), prompts, float(entry["predicted_iou"]), entry["refine_at"],
                    str(entry["model_id"]), dict(entry["segmentation"]), int(entry["area"]),
                    tuple(float(v) for v in entry["bbox"]), int(entry.get("version", 0)),
-                   int(entry.get("category_id", 1)))
+                   int(entry.get("category_id", 1)),
+                   tuple(Stroke.from_json(s) for s in entry.get("strokes", [])))
 
     @property
     def mask_file(self) -> str:
@@ -162,7 +166,7 @@ class AnnotationStore:
 
     def save(self, image: str, object_id: int, mask: np.ndarray, prompts: tuple[Prompt, ...],
              predicted_iou: float, refine_at: int | None, model_id: str,
-             category_id: int | None = None) -> SavedObject:
+             category_id: int | None = None, strokes: tuple[Stroke, ...] = ()) -> SavedObject:
         """Write object `object_id` of `image`: its mask under a new name, then the record that
         names it, then the old mask's removal (see the module docstring). `category_id`: the
         object's class (default: the one it has, or the first)."""
@@ -186,7 +190,7 @@ class AnnotationStore:
                               int(rle.area(encoded)),
                               tuple(float(v) for v in rle.toBbox(encoded)),
                               (old.version if old else 0) + 1,
-                              category_id or (old.category_id if old else 1))
+                              category_id or (old.category_id if old else 1), tuple(strokes))
             folder = self.folder(image)
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / obj.mask_file, png.tobytes())

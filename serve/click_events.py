@@ -20,6 +20,7 @@ from focsam_onnx.engine.prompts import Prompt, prompts_to_json
 from focsam_onnx.serve.error_handlers import error_body
 from focsam_onnx.serve.labeller import Labeller, ObjectSession
 from focsam_onnx.serve.payloads import result_json
+from focsam_onnx.serve.strokes import apply_strokes
 
 _END = None
 
@@ -38,7 +39,8 @@ async def prompt_stream(labeller: Labeller, live: ObjectSession,
     def event(kind: str, result: ClickResult, prompts: list[Prompt]) -> dict:
         return {"event": kind, "object_id": live.object_id, "category_id": live.category_id,
                 "prompts": prompts_to_json(prompts),
-                **result_json(result), "background": background,
+                **result_json(result, apply_strokes(result.mask, live.strokes)),
+                "background": background,
                 "server_ms": round((time.perf_counter() - start) * 1000, 2)}
 
     def work() -> None:

@@ -47,6 +47,7 @@ from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
 from focsam_onnx.serve.click_pool import ClickPool, Lane, default_click_workers
 from focsam_onnx.serve.encoder_queue import EncoderQueue
 from focsam_onnx.serve.images import ImageFolder
+from focsam_onnx.serve.strokes import Stroke, apply_strokes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,6 +106,17 @@ class ObjectSession:
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
     category_id: int = 1  # the object's class, saved with each of its masks
+    strokes: list[Stroke] = field(default_factory=list)  # touch-ups after the prompts
+
+    def mask(self) -> np.ndarray | None:
+        """The object's mask: its prompts' with its strokes applied; None with neither."""
+        result = self.session.result
+        if result is None and not self.strokes:
+            return None
+        geometry = self.session.image.geometry
+        base = (result.mask if result is not None
+                else np.zeros((geometry.height, geometry.width), bool))
+        return apply_strokes(base, self.strokes)
 
     def check_open(self) -> None:
         if self.closed:
@@ -268,7 +280,8 @@ class Labeller:
             session = ClickSession(self.engine, encoded, saved.refine_at)
             session.replay(saved.prompts)
             return self._register(ObjectSession(secrets.token_urlsafe(18), name, object_id,
-                                                session, category_id=saved.category_id))
+                                                session, category_id=saved.category_id,
+                                                strokes=list(saved.strokes)))
 
     def _live_session(self, name: str, object_id: int) -> ObjectSession | None:
         with self._lock:
@@ -318,17 +331,29 @@ class Labeller:
         with live.lock:
             return None if live.closed else self._save(live)
 
-    def undo(self, live: ObjectSession) -> ClickResult | None:
+    def add_stroke(self, live: ObjectSession, stroke: Stroke) -> None:
+        """Paint or erase on the object's mask, after its prompts so far; saved at once."""
         with live.lock:
             live.check_open()
-            result = live.session.undo()
+            live.strokes.append(replace(stroke, after_prompts=len(live.session.prompts)))
             self._save(live)
-        return result
+
+    def undo(self, live: ObjectSession) -> None:
+        """Undo the object's last step: a stroke, or else a prompt."""
+        with live.lock:
+            live.check_open()
+            prompts = len(live.session.prompts)
+            if live.strokes and live.strokes[-1].after_prompts == prompts:
+                live.strokes.pop()
+            else:
+                live.session.undo()
+            self._save(live)
 
     def reset(self, live: ObjectSession) -> None:
         with live.lock:
             live.check_open()
             live.session.reset()
+            live.strokes.clear()
             self._save(live)
 
     def objects(self, name: str) -> list[SavedObject]:
@@ -419,13 +444,14 @@ class Labeller:
     # internals
 
     def _save(self, live: ObjectSession) -> int | None:
-        session = live.session
-        if session.result is None:
+        session, mask = live.session, live.mask()
+        if mask is None:
             self.store.delete(live.image, live.object_id)
             return None
-        return self.store.save(live.image, live.object_id, session.result.mask, session.prompts,
-                               session.result.iou_prediction, session.refine_at,
-                               self.engine.model.model_id, live.category_id).version
+        iou = session.result.iou_prediction if session.result is not None else 0.0
+        return self.store.save(live.image, live.object_id, mask, session.prompts, iou,
+                               session.refine_at, self.engine.model.model_id, live.category_id,
+                               tuple(live.strokes)).version
 
     def _encode(self, entry: OpenImage, path: Path) -> None:
         try:

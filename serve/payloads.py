@@ -38,25 +38,33 @@ def mask_json(mask: np.ndarray) -> dict:
             "png": base64.b64encode(png.tobytes()).decode("ascii")}
 
 
-def result_json(result: ClickResult | None) -> dict | None:
-    if result is None:
+def result_json(result: ClickResult | None, mask: np.ndarray | None = None) -> dict | None:
+    """A prediction's figures and `mask` (default: its own; the page gets the object's mask,
+    strokes applied). None when there is neither."""
+    mask = mask if mask is not None else result.mask if result is not None else None
+    if mask is None:
         return None
+    if result is None:  # strokes alone
+        return {"iou": 0.0, "decoded_on_refined": False, "refiner_ran": False,
+                "engine_ms": 0.0, "mask": mask_json(mask)}
     return {"iou": result.iou_prediction, "decoded_on_refined": result.decoded_on_refined,
             "refiner_ran": result.refiner_ran,
             "engine_ms": round(result.timings_ms.get("total", 0.0), 2),
-            "mask": mask_json(result.mask)}
+            "mask": mask_json(mask)}
 
 
 def session_json(live: ObjectSession) -> dict:
     return {"session_id": live.id, "image": live.image, "object_id": live.object_id,
             "category_id": live.category_id,
             "prompts": prompts_to_json(live.session.prompts),
-            "result": result_json(live.session.result)}
+            "strokes": [s.to_json() for s in live.strokes],
+            "result": result_json(live.session.result, live.mask())}
 
 
 def object_json(obj: SavedObject, with_mask: bool = True) -> dict:
     entry = {"object_id": obj.id, "version": obj.version, "category_id": obj.category_id,
-             "prompts": prompts_to_json(obj.prompts), "area": obj.area,
+             "prompts": prompts_to_json(obj.prompts),
+             "strokes": [s.to_json() for s in obj.strokes], "area": obj.area,
              "bbox": list(obj.bbox), "iou": obj.predicted_iou}
     if with_mask:
         entry["mask"] = mask_json(obj.mask())

@@ -13,6 +13,7 @@ from focsam_onnx.errors import InvalidInput
 from focsam_onnx.serve.click_events import prompt_stream
 from focsam_onnx.serve.payloads import session_json
 from focsam_onnx.serve.routes import LabellerDep, errors
+from focsam_onnx.serve.strokes import MAX_POINTS, MAX_RADIUS, Stroke
 
 router = APIRouter(prefix="/api/sessions")
 NDJSON = {200: {"content": {"application/x-ndjson": {}}}}
@@ -69,9 +70,27 @@ async def set_box(labeller: LabellerDep, session_id: str, box: BoxIn):
                                Box(box.x0, box.y0, box.x1, box.y1))
 
 
+class StrokeIn(BaseModel):
+    points: list[tuple[int, int]] = Field(min_length=1, max_length=MAX_POINTS,
+                                          description="[x, y] image pixels, in drawing order.")
+    radius: int = Field(ge=0, le=MAX_RADIUS, description="The pen's radius, image pixels.")
+    erase: bool = Field(False, description="True: eraser (clear); false: brush (paint).")
+
+
+@router.post("/{session_id}/strokes", responses=errors(400, 404, 409, 413, 422))
+async def add_stroke(labeller: LabellerDep, session_id: str, body: StrokeIn):
+    """Paint (brush) or clear (eraser) along the points, after the object's prompts; saved
+    with the object and replayed with it; undo removes it. Answers the session's new state."""
+    live = labeller.session(session_id)
+    await labeller.run(labeller.add_stroke, live,
+                       Stroke(tuple(body.points), body.radius, body.erase))
+    return session_json(live)
+
+
 @router.post("/{session_id}/undo", responses=errors(400, 404, 409))
 async def undo(labeller: LabellerDep, session_id: str):
-    """Undo the last prompt (400 when there is none); answers the session's new state."""
+    """Undo the last prompt or stroke (400 when there is none); answers the session's new
+    state."""
     live = labeller.session(session_id)
     await labeller.run_in_session(live, labeller.undo, live)
     return session_json(live)
@@ -88,9 +107,9 @@ async def reset(labeller: LabellerDep, session_id: str):
 @router.get("/{session_id}/mask.png", response_class=Response,
             responses={200: {"content": {"image/png": {}}}, **errors(400, 404)})
 def session_mask(labeller: LabellerDep, session_id: str):
-    """The session's current mask as PNG (255/0, original size)."""
-    result = labeller.session(session_id).session.result
-    if result is None:
-        raise InvalidInput("the session has no prompts yet")
-    return Response(cv2.imencode(".png", result.mask.astype(np.uint8) * 255)[1].tobytes(),
+    """The session's current mask as PNG (255/0, original size; strokes applied)."""
+    mask = labeller.session(session_id).mask()
+    if mask is None:
+        raise InvalidInput("the session has no prompts or strokes yet")
+    return Response(cv2.imencode(".png", mask.astype(np.uint8) * 255)[1].tobytes(),
                     media_type="image/png")

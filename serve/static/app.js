@@ -21,6 +21,8 @@ const state = {
   deleted: [],           // [{image, objectId}] deletions that Shift+Z undoes, last first
   sessionId: null,
   negative: false,       // left click's label is negative
+  brush: null,           // "brush" | "eraser" while touching up; null: clicks
+  brushRadius: 8,        // image pixels
   chain: Promise.resolve(),  // clicks are sent one after another, in order
   openSeq: 0,
 };
@@ -166,6 +168,16 @@ function draw() {
                    Math.abs(b.y1 - b.y0) + 1);
   }
   pts.setLineDash([]);
+  if (strokeDrag) {
+    pts.strokeStyle = strokeDrag.erase ? "rgba(255, 90, 95, 0.6)" : "rgba(255, 255, 255, 0.6)";
+    pts.fillStyle = pts.strokeStyle;
+    pts.lineWidth = 2 * state.brushRadius + 1;
+    pts.lineCap = pts.lineJoin = "round";
+    pts.beginPath();
+    strokeDrag.points.forEach(([x, y], i) => (i ? pts.lineTo(x + 0.5, y + 0.5) : pts.moveTo(x + 0.5, y + 0.5)));
+    if (strokeDrag.points.length === 1) pts.arc(strokeDrag.points[0][0] + 0.5, strokeDrag.points[0][1] + 0.5, state.brushRadius + 0.5, 0, 2 * Math.PI);
+    pts.stroke();
+  }
   for (const {x, y, positive} of (active ? active.prompts.filter((p) => "x" in p) : [])) {
     pts.beginPath();
     pts.arc(x + 0.5, y + 0.5, radius, 0, 2 * Math.PI);
@@ -587,6 +599,7 @@ function imagePixel(e) {
 }
 
 let boxDrag = null;  // {x0, y0, x1, y1} in image pixels while a box is drawn
+let strokeDrag = null;  // {points: [[x, y], ...], erase} while a brush or eraser stroke is drawn
 const MIN_BOX = 3;   // a drag shorter than this (image pixels, both sides) is a click
 
 function onCanvasMouse(e) {
@@ -595,6 +608,11 @@ function onCanvasMouse(e) {
   e.preventDefault();
   if (!state.ready) { showMessage("the image is still being encoded"); return; }
   const [x, y] = imagePixel(e);
+  if (e.button === 0 && state.brush) {
+    strokeDrag = {points: [[x, y]], erase: state.brush === "eraser"};
+    draw();
+    return;
+  }
   if (e.button === 0 && (state.boxMode || e.shiftKey)) {
     boxDrag = {x0: x, y0: y, x1: x, y1: y};
     return;
@@ -612,6 +630,12 @@ function queueClick(x, y, positive) {
 
 function onPointerMove(e) {
   if (movePan(e)) return;
+  if (strokeDrag) {
+    const [x, y] = imagePixel(e);
+    const last = strokeDrag.points[strokeDrag.points.length - 1];
+    if (x !== last[0] || y !== last[1]) { strokeDrag.points.push([x, y]); draw(); }
+    return;
+  }
   if (!boxDrag) return;
   [boxDrag.x1, boxDrag.y1] = imagePixel(e);
   draw();
@@ -619,6 +643,7 @@ function onPointerMove(e) {
 
 function onPointerUp(e) {
   if (pan) { pan = null; $("stage").classList.remove("panning"); return; }
+  if (strokeDrag) { sendStroke(strokeDrag); strokeDrag = null; return; }
   if (!boxDrag) return;
   const b = boxDrag;
   boxDrag = null;
@@ -631,6 +656,37 @@ function onPointerUp(e) {
     if (state.current !== image) return;
     try { await sendPrompt("box", {x0, y0, x1, y1}); } catch (err) { showMessage(err.message); }
   });
+}
+
+function sendStroke(stroke) {
+  // Paint or erase on the selected object (a new one if none), after its clicks.
+  const image = state.current, radius = state.brushRadius;
+  state.chain = state.chain.then(async () => {
+    if (state.current !== image) return;
+    try {
+      const session = await (await objectRequest("strokes", {
+        points: stroke.points, radius, erase: stroke.erase})).json();
+      const result = session.result;
+      await setObject(session.object_id, session.prompts, result && result.mask,
+                      result ? result.iou : 0, session.category_id);
+      window.focsamEvents.push({event: "stroke", object_id: session.object_id,
+                                strokes: session.strokes.length});
+      draw();
+    } catch (err) { showMessage(err.message); }
+  });
+}
+
+function setBrush(tool) {
+  // "brush", "eraser", or null (back to clicks).
+  state.brush = state.brush === tool ? null : tool;
+  $("brush").classList.toggle("on", state.brush === "brush");
+  $("eraser").classList.toggle("on", state.brush === "eraser");
+  $("stage").classList.toggle("painting", state.brush != null);
+}
+
+function setBrushRadius(radius) {
+  state.brushRadius = Math.max(0, Math.min(512, Math.round(radius)));
+  $("brush-radius").textContent = `${state.brushRadius} px`;
 }
 
 function toggleBoxMode() {
@@ -781,6 +837,8 @@ $("stage").addEventListener("wheel", (e) => {
 }, {passive: false});
 $("stage").addEventListener("auxclick", (e) => e.preventDefault());
 $("box-mode").addEventListener("click", toggleBoxMode);
+$("brush").addEventListener("click", () => setBrush("brush"));
+$("eraser").addEventListener("click", () => setBrush("eraser"));
 $("zoom-in").addEventListener("click", () => zoomAt(ZOOM_STEP));
 $("zoom-out").addEventListener("click", () => zoomAt(1 / ZOOM_STEP));
 $("zoom-fit").addEventListener("click", fitPhoto);
@@ -827,6 +885,8 @@ document.addEventListener("keydown", (e) => {
     "]": () => setOpacity(Number($("opacity").value) + 10),
     c: () => $("class-filter").focus(),
     h: () => toggleHidden(state.activeId), s: () => toggleSolo(state.activeId),
+    p: () => setBrush("brush"), e: () => setBrush("eraser"),
+    ",": () => setBrushRadius(state.brushRadius / 1.25), ".": () => setBrushRadius(state.brushRadius * 1.25 + 1),
     b: toggleBoxMode, m: markDone, g: nextUnlabelled, "/": () => $("image-filter").focus(), "+": () => zoomAt(ZOOM_STEP), "=": () => zoomAt(ZOOM_STEP),
     "-": () => zoomAt(1 / ZOOM_STEP), 0: fitPhoto, f: fitPhoto,
   };

@@ -457,3 +457,31 @@ def test_the_labels_folder_must_be_writable_at_start(tiny_model_dir, images_dir,
     with pytest.raises(InvalidInput, match="labels folder .* is not writable"):
         create_app(LabellerSettings(model=tiny_model_dir, images=images_dir,
                                     out=blocker / "labels", threads=1, prefetch=0))
+
+
+def test_strokes_are_saved_replayed_after_a_restart_and_undone(tiny_model_dir, images_dir, out,
+                                                               engine_mask):
+    from focsam_onnx.serve.strokes import Stroke, apply_strokes
+
+    brush = {"points": [[10, 10], [40, 10]], "radius": 3, "erase": False}
+    with serving(tiny_model_dir, images_dir, out) as client:
+        open_ready(client, "a_shapes.png")
+        live = client.post("/api/sessions", json={"image": "a_shapes.png"}).json()
+        click(client, live["session_id"], 170, 125)
+        state = client.post(f"/api/sessions/{live['session_id']}/strokes", json=brush).json()
+        assert state["strokes"] == [{**brush, "after_prompts": 1}]
+        assert client.post(f"/api/sessions/{live['session_id']}/strokes",
+                           json={**brush, "radius": 10_000}).status_code == 422
+    expected = apply_strokes(engine_mask(images_dir / "a_shapes.png", [(170, 125, True)]),
+                             [Stroke.from_json(brush)])
+    np.testing.assert_array_equal(saved_png(out, "a_shapes.png", 1) > 0, expected)
+    with serving(tiny_model_dir, images_dir, out) as client:  # a restart: replayed
+        open_ready(client, "a_shapes.png")
+        resumed = client.post("/api/sessions", json={"image": "a_shapes.png",
+                                                     "object_id": 1}).json()
+        assert resumed["strokes"] == [{**brush, "after_prompts": 1}]
+        np.testing.assert_array_equal(decoded(resumed["result"]["mask"]), expected)
+        undone = client.post(f"/api/sessions/{resumed['session_id']}/undo").json()
+        assert undone["strokes"] == [] and len(undone["prompts"]) == 1
+    np.testing.assert_array_equal(saved_png(out, "a_shapes.png", 1) > 0,
+                                  engine_mask(images_dir / "a_shapes.png", [(170, 125, True)]))

@@ -276,6 +276,50 @@ def test_box_then_click_and_clicks_at_3x_zoom_and_after_a_pan(browser, server, i
     page.close()
 
 
+def drag(page, points: list[tuple[int, int]], size: tuple[int, int]) -> None:
+    page.mouse.move(*client_point(page, points[0][0] + 0.5, points[0][1] + 0.5, size))
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(*client_point(page, x + 0.5, y + 0.5, size), steps=6)
+    page.mouse.up()
+
+
+def test_brush_and_eraser_strokes_change_the_saved_mask_and_undo(browser, server, images_dir,
+                                                                 tmp_path, engine_mask):
+    """The eraser clears and the brush paints on the clicks' mask as drawn; the record keeps
+    the strokes and its mask is the clicks' mask with them applied; undo removes a stroke."""
+    from focsam_onnx.serve.strokes import Stroke, apply_strokes
+
+    labels, image, size = tmp_path / "labels", "a_shapes.png", (320, 240)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(server.url)
+    page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    click_pixel(page, 170, 125, size)
+    wait_for_event(page, "saved", 1)
+    clicks_mask = engine_mask(images_dir / image, [(170, 125, True)])
+    page.keyboard.press("e")
+    drag(page, [(150, 125), (190, 125)], size)
+    wait_for_event(page, "stroke", 1)
+    page.keyboard.press("p")
+    drag(page, [(20, 20), (60, 20), (60, 40)], size)
+    wait_for_event(page, "stroke", 2)
+    entry = record(labels, image, 1)
+    strokes = tuple(Stroke.from_json(s) for s in entry["strokes"])
+    assert [(s.erase, s.radius, s.points[0], s.points[-1]) for s in strokes] == [
+        (True, 8, (150, 125), (190, 125)), (False, 8, (20, 20), (60, 40))]
+    mask = saved(labels, image)[1][1] > 0
+    np.testing.assert_array_equal(mask, apply_strokes(clicks_mask, strokes))
+    assert not mask[125, 150:191].any() and not mask[117:134, 170].any()  # erased, radius 8
+    assert mask[20, 20:61].all() and mask[20:41, 60].all()  # painted
+    page.keyboard.press("Control+z")
+    wait_for_event(page, "undo", 1)
+    entry = record(labels, image, 1)
+    assert len(entry["strokes"]) == 1
+    np.testing.assert_array_equal(saved(labels, image)[1][1] > 0,
+                                  apply_strokes(clicks_mask, strokes[:1]))
+    page.close()
+
+
 PAINTED = """(() => { const c = masksCanvas, d = c.getContext("2d").getImageData(0, 0, c.width,
 c.height).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; })()"""
 
