@@ -470,12 +470,14 @@ def test_two_tabs_on_one_image_see_each_others_changes(browser, server, tmp_path
                         ".innerText.includes('2 clicks')", timeout=WAIT_MS)
     coco, masks = saved(labels, "a_shapes.png")
     assert clicks_of(coco, 1) == [(170, 125, True), (60, 55, False)]
-    shown = a.evaluate("(() => { const c = state.objects.get(1).canvas; const d = c.getContext"
-                       "('2d').getImageData(0, 0, c.width, c.height).data; const m = [];"
-                       " for (let i = 3; i < d.length; i += 4) m.push(d[i] ? 1 : 0);"
-                       " return m; })()")
-    np.testing.assert_array_equal(np.array(shown, bool).reshape(size[1], size[0]),
-                                  masks[1] > 0)  # A draws the mask B's click saved
+    crop = a.evaluate("(() => { const k = state.objects.get(1).crop, c = k.canvas;"
+                      " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+                      " const m = []; for (let i = 3; i < d.length; i += 4) m.push(d[i] ? 1 : 0);"
+                      " return {x: k.x, y: k.y, w: c.width, h: c.height, m}; })()")
+    shown = np.zeros((size[1], size[0]), bool)  # the page's crop (full resolution here)
+    shown[crop["y"]:crop["y"] + crop["h"], crop["x"]:crop["x"] + crop["w"]] = np.array(
+        crop["m"], bool).reshape(crop["h"], crop["w"])
+    np.testing.assert_array_equal(shown, masks[1] > 0)  # A draws the mask B's click saved
 
     a.keyboard.press("Delete")  # A's selected object is 1
     b.wait_for_function("document.querySelectorAll('#objects li').length === 0",
