@@ -204,17 +204,29 @@ class AnnotationStore:
         return obj
 
     def set_category(self, image: str, object_id: int, category_id: int) -> SavedObject:
-        """Change a saved object's class (its record alone: the mask is unchanged)."""
+        """Change a saved object's class. The mask is unchanged, but the version moves on (its
+        PNG written again under the new version's name, as a save does), so that pages
+        polling the versions see the change."""
         self.check_category(category_id)
         with self._lock:
             labels = self._load(image)
             if labels is None or object_id not in labels.objects:
                 raise NotFound(f"image {image!r} has no saved object {object_id}")
-            obj = replace(labels.objects[object_id], category_id=category_id)
+            old = labels.objects[object_id]
+            obj = replace(old, category_id=category_id, version=old.version + 1)
+            self._write_png(image, obj)
             updated = replace(labels, objects={**labels.objects, object_id: obj})
             self._write(image, updated)
             self._images[image] = updated
+            (self.folder(image) / old.mask_file).unlink(missing_ok=True)
         return obj
+
+    def _write_png(self, image: str, obj: SavedObject) -> None:
+        """The PNG `obj` names, from its RLE."""
+        ok, png = cv2.imencode(".png", obj.mask().astype(np.uint8) * 255)
+        if not ok:
+            raise RuntimeError(f"could not encode the mask of object {obj.id} as PNG")
+        atomic_write(self.folder(image) / obj.mask_file, png.tobytes())
 
     def check_category(self, category_id: int) -> None:
         if not 1 <= category_id <= len(self.classes):
@@ -244,10 +256,7 @@ class AnnotationStore:
                 raise NotFound(f"image {image!r} has no deleted object {object_id}")
             obj = replace(labels.deleted[object_id],
                           version=labels.deleted[object_id].version + 1)
-            ok, png = cv2.imencode(".png", obj.mask().astype(np.uint8) * 255)
-            if not ok:
-                raise RuntimeError(f"could not encode the mask of object {object_id} as PNG")
-            atomic_write(self.folder(image) / obj.mask_file, png.tobytes())
+            self._write_png(image, obj)
             updated = replace(labels, objects={**labels.objects, object_id: obj},
                               deleted={i: o for i, o in labels.deleted.items()
                                        if i != object_id})

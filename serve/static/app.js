@@ -263,11 +263,11 @@ function pickClass(classId) {
     if (objectId == null || state.current !== image) return;
     if (!state.objects.has(objectId)) { state.sessionId = null; state.activeId = null; return; }
     try {
-      await apiJson(`/api/images/${enc(image)}/objects/${objectId}`, {
+      const saved = await apiJson(`/api/images/${enc(image)}/objects/${objectId}`, {
         method: "PATCH", headers: {"Content-Type": "application/json"},
         body: JSON.stringify({category_id: classId})});
       const obj = state.objects.get(objectId);
-      if (obj && state.current === image) obj.classId = classId;
+      if (obj && state.current === image) Object.assign(obj, {classId, version: saved.version});
       window.focsamEvents.push({event: "class", object_id: objectId, category_id: classId});
       draw();
     } catch (err) { showMessage(err.message); }

@@ -186,10 +186,20 @@ def test_classes_and_a_server_restart_the_annotator_does_not_notice(browser, ser
     click_pixel(page, 60, 55, size)
     wait_for_event(page, "saved", 2)
     assert record(labels, image, 2)["category_id"] == 3
+    other = browser.new_page(viewport={"width": 1400, "height": 900})  # a second tab
+    other.goto(server.url)
+    other.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    before = record(labels, image, 1)
     page.locator("#objects li").first.click()  # select object 1, then make it a cat
     page.keyboard.press("1")
     wait_for_event(page, "class", 1)
-    assert record(labels, image, 1)["category_id"] == 1
+    after = record(labels, image, 1)
+    assert after["category_id"] == 1 and after["version"] == before["version"] + 1
+    assert (labels / image / after["mask_file"]).exists()
+    assert not (labels / image / before["mask_file"]).exists()
+    other.wait_for_function("document.querySelector('#objects li .label')"
+                            ".innerText.startsWith('cat 1')", timeout=WAIT_MS)
+    other.close()
     texts = page.locator("#objects li .label").all_inner_texts()
     assert [t.split(" · ")[0] for t in texts] == ["cat 1", "bird 1"]
     assert (labels / "classes.txt").read_text() == "cat\ndog\nbird\n"
