@@ -228,3 +228,25 @@ def test_cli_and_page_download_write_the_same_dataset(labels, tiny_model_dir, tm
     refused = CliRunner().invoke(cli, ["labels", "convert", str(root), "--format", "pdf",
                                        "--out", str(tmp_path / "pdf")])
     assert refused.exit_code != 0 and "coco, yolo, labelme, voc" in refused.output
+
+
+def test_the_readme_export_command_runs(labels, tmp_path):
+    """The README's `labels convert` command, as written, on a labels folder named `labels`."""
+    import re
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    text = (repo / "README.md").read_text().split("### Export a dataset\n", 1)[1]
+    (line,) = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
+    argv = shlex.split(line)
+    assert argv[:3] == [".venv/bin/focsam-onnx", "labels", "convert"]
+    shutil.copytree(labels[0], tmp_path / "labels")
+    shutil.copytree(repo / "examples", tmp_path / "examples")
+    done = subprocess.run([sys.executable, "-m", "focsam_onnx.cli", *argv[1:]], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / argv[argv.index("--out") + 1]
+    assert (out / "data.yaml").is_file() and (out / "labels" / "a.txt").is_file()
