@@ -82,8 +82,8 @@ async def add_stroke(labeller: LabellerDep, session_id: str, body: StrokeIn):
     """Paint (brush) or clear (eraser) along the points, after the object's prompts; saved
     with the object and replayed with it; undo removes it. Answers the session's new state."""
     live = labeller.session(session_id)
-    await labeller.run(labeller.add_stroke, live,
-                       Stroke(tuple(body.points), body.radius, body.erase))
+    await labeller.run_in_session(live, labeller.add_stroke, live,
+                                  Stroke(tuple(body.points), body.radius, body.erase))
     return session_json(live)
 
 
