@@ -375,6 +375,14 @@ async function openImage(name) {
   showStatus(status);
   photo.src = `/api/images/${enc(name)}/image`;
   const decoded = photo.decode();  // this src's pixels (naturalWidth lags behind a new src)
+  // The picture shows at once, fitted, while the embeddings are made (the status line counts
+  // the seconds against an estimate from the last encodes).
+  decoded.then(() => {
+    if (seq !== state.openSeq) return;
+    fitPhoto();
+    window.focsamEvents.push({event: "shown", image: name, ready: state.ready,
+                              width: photo.getBoundingClientRect().width});
+  }, () => {});
   while (status.state === "encoding") {
     await new Promise((resolve) => setTimeout(resolve, 200));
     if (seq !== state.openSeq) return;
@@ -606,7 +614,11 @@ function onCanvasMouse(e) {
   if (e.button === 1 || (e.button === 0 && spaceDown)) { e.preventDefault(); startPan(e); return; }
   if (e.button !== 0 && e.button !== 2) return;
   e.preventDefault();
-  if (!state.ready) { showMessage("the image is still being encoded"); return; }
+  if (!state.ready) {
+    showMessage(`not yet: the image is being prepared for clicks (${$("status").textContent}); ` +
+                "click again when the status says ready");
+    return;
+  }
   const [x, y] = imagePixel(e);
   if (e.button === 0 && state.brush) {
     strokeDrag = {points: [[x, y]], erase: state.brush === "eraser"};

@@ -97,6 +97,9 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     page.keyboard.press("ArrowRight")
     page.keyboard.press("d")
     page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
+    (shown,) = page.evaluate(f"focsamEvents.filter(e => e.event === 'shown' && "
+                             f"e.image === '{image}')")
+    assert not shown["ready"] and shown["width"] > 100  # shown, fitted, before it took clicks
     natural = page.evaluate("[photo.naturalWidth, photo.naturalHeight]")
     assert tuple(natural) == size  # the page shows the pixels the engine segments
 
@@ -106,10 +109,10 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     click_pixel(page, *first[1][:2], size, button="right")
     wait_for_event(page, "final", 2)
     events = page.evaluate("window.focsamEvents")
-    assert [(e["event"], e["prompts"]) for e in events if e["event"] != "saved"] == [
+    assert [(e["event"], e["prompts"]) for e in events if e["event"] in ("interim", "final")] == [
         ("final", 1), ("interim", 2), ("final", 2)]  # the unrefined mask first, then refined
     wait_for_event(page, "saved", 2)
-    events = [e for e in events if e["event"] != "saved"]
+    events = [e for e in events if e["event"] in ("interim", "final")]
     assert not events[1]["decoded_on_refined"] and events[2]["decoded_on_refined"]
     coco, masks = saved(labels, image)
     assert clicks_of(coco, 1) == first
