@@ -243,7 +243,15 @@ class Labeller:
         return entry.png
 
     def ready(self, name: str) -> OpenImage:
-        entry = self.status(name)
+        """The opened image, ready for clicks. One that was dropped to make room for other
+        people's images is opened again and waited for (its embeddings come back from the
+        cache): with many annotators, someone else's opens must not fail this one's next
+        request."""
+        try:
+            entry = self.status(name)
+        except NotFound:
+            entry = self.open(name)
+            entry.done.wait()
         if entry.state == "error":
             raise InvalidInput(f"image {name!r} could not be encoded: {entry.error}")
         if entry.state != "ready":

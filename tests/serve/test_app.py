@@ -485,3 +485,19 @@ def test_strokes_are_saved_replayed_after_a_restart_and_undone(tiny_model_dir, i
         assert undone["strokes"] == [] and len(undone["prompts"]) == 1
     np.testing.assert_array_equal(saved_png(out, "a_shapes.png", 1) > 0,
                                   engine_mask(images_dir / "a_shapes.png", [(170, 125, True)]))
+
+
+def test_an_image_dropped_for_others_is_opened_again_not_refused(client, monkeypatch):
+    """Many annotators open more images than the server keeps: one person's next request on
+    their image must not fail because other people's opens made room."""
+    from focsam_onnx.serve import labeller
+
+    monkeypatch.setattr(labeller, "MAX_OPEN_IMAGES", 1)
+    open_ready(client, "a_shapes.png")
+    open_ready(client, "b_flipped.png")  # a_shapes.png makes room
+    assert client.get("/api/images/a_shapes.png/status").status_code == 404
+    session = client.post("/api/sessions", json={"image": "a_shapes.png"})
+    assert session.status_code == 200, session.text
+    events = click(client, session.json()["session_id"], 170, 125)
+    assert [e["event"] for e in events][-1] == "saved"
+    assert client.get("/api/images/a_shapes.png/status").json()["state"] == "ready"
