@@ -156,6 +156,7 @@ class Labeller:
         self._resume_lock = threading.Lock()
         self._lock = threading.Lock()  # the two tables below
         self._images: OrderedDict[str, OpenImage] = OrderedDict()
+        self._dropped: set[str] = set()  # opened once, dropped to make room: re-opened on use
         self._sessions: OrderedDict[str, ObjectSession] = OrderedDict()
         self._encode_seconds: deque[float] = deque(maxlen=5)
         self.replays = ReplayCache(settings.replay_cache_bytes)
@@ -246,10 +247,14 @@ class Labeller:
         """The opened image, ready for clicks. One that was dropped to make room for other
         people's images is opened again and waited for (its embeddings come back from the
         cache): with many annotators, someone else's opens must not fail this one's next
-        request."""
+        request. An image never opened is still NotFound (open it first)."""
         try:
             entry = self.status(name)
         except NotFound:
+            with self._lock:
+                dropped = name in self._dropped
+            if not dropped:
+                raise
             entry = self.open(name)
             entry.done.wait()
         if entry.state == "error":
@@ -512,3 +517,4 @@ class Labeller:
             if oldest.state == "encoding":
                 break
             self._images.popitem(last=False)
+            self._dropped.add(oldest.name)
