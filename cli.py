@@ -25,6 +25,7 @@ from focsam_onnx.errors import FocSAMError, InvalidInput, require
 
 if TYPE_CHECKING:
     from focsam_onnx.engine.prompts import Box, Click, Prompt
+    from focsam_onnx.weights.catalog import Checkpoint
 
 VERBOSE_FLAGS = ("-v", "--verbose")
 
@@ -51,7 +52,10 @@ app = typer.Typer(
 console = Console()
 WEIGHTS_HELP = ("Instead of --model: a checkpoint name from `weights list`, or a URL with "
                 "--sha256, fetched (verified, resumable) and exported once into the cache "
-                "($FOCSAM_ONNX_CACHE, default ~/.cache/focsam-onnx); later runs reuse it.")
+                "($FOCSAM_ONNX_CACHE, default ~/.cache/focsam-onnx); later runs reuse it. "
+                "Without --model and --weights: the packaged demo model (demo_tiny).")
+MODEL_HELP = ("Folder written by `focsam-onnx export` (default: the packaged demo model where "
+              "the build has one, exported into the cache on first use; not FocSAM's quality).")
 errors = Console(stderr=True, soft_wrap=True)  # unwrapped, so messages stay greppable
 
 _verbose = False  # set by the --verbose option
@@ -270,8 +274,7 @@ def refine_at_option(value: int | None) -> int | None | str:
 @one_line_errors
 def segment(
     image: Path = typer.Argument(..., help="Image file (any format OpenCV reads)."),
-    model: Path | None = typer.Option(None, "--model",
-                                      help="Folder written by `focsam-onnx export`."),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     sha256: str | None = typer.Option(None, "--sha256",
                                       help="Expected sha256 of a --weights URL."),
@@ -579,8 +582,7 @@ def bench(ctx: typer.Context):
 @app.command()
 @one_line_errors
 def serve(
-    model: Path | None = typer.Option(None, "--model",
-                                      help="Folder written by `focsam-onnx export`."),
+    model: Path | None = typer.Option(None, "--model", help=MODEL_HELP),
     weights: str | None = typer.Option(None, "--weights", help=WEIGHTS_HELP),
     sha256: str | None = typer.Option(None, "--sha256",
                                       help="Expected sha256 of a --weights URL."),
@@ -703,9 +705,14 @@ def weights_list():
     from focsam_onnx.weights.catalog import CATALOG
 
     for entry in CATALOG:
-        size = f"{entry.size:,} bytes" if entry.size is not None else "size not published"
+        size = (f"{entry.size:,} bytes" if entry.size is not None else
+                "not in this build" if entry.packaged else "size not published")
         console.print(f"[bold]{entry.name}[/bold]  {entry.description}, {size}", highlight=False)
-        if entry.url is None:
+        if entry.packaged:
+            console.print(f"  inside the package (weights/{entry.filename}; used without "
+                          f"--model)\n  sha256 {entry.sha256 or 'not recorded in this build'}",
+                          highlight=False, soft_wrap=True)
+        elif entry.url is None:
             console.print(f"  by hand: {entry.by_hand}", highlight=False, soft_wrap=True)
         else:
             console.print(f"  {entry.url}\n  sha256 {entry.sha256}", highlight=False,
@@ -738,6 +745,9 @@ def published_file(name_or_url: str, sha256: str | None, url_option: str
 
     if urllib.parse.urlsplit(name_or_url).scheme not in ("http", "https"):
         entry = find(name_or_url)
+        if entry.packaged:
+            fail(f"{entry.name} ships inside the package (weights/{entry.filename}): nothing to "
+                 "fetch; segment and serve use it without --model")
         if entry.url is None:
             fail(f"{entry.name} cannot be fetched automatically: {entry.by_hand}")
         return entry.url, entry.sha256, entry.filename, entry.size
@@ -773,8 +783,15 @@ def model_from_weights(weights: str, sha256: str | None) -> Path:
     """The export of checkpoint `weights` (a catalogue name or a URL), fetched and exported
     into the cache on first use, reused afterwards."""
     from focsam_onnx.export.model_cache import checkpoint_path, export_dir, is_exported
+    from focsam_onnx.weights.packaged import packaged_checkpoint
 
-    url, sha256, filename, size = published_file(weights, sha256, "--weights")
+    entry = packaged_entry(weights)
+    if entry is not None:  # ships inside the package (the demo model): checked, not fetched
+        checkpoint, url, sha256, filename, size = (packaged_checkpoint(entry), None,
+                                                   entry.sha256, entry.filename, entry.size)
+    else:
+        checkpoint = None
+        url, sha256, filename, size = published_file(weights, sha256, "--weights")
     out = export_dir(filename, sha256.strip().lower())
     if is_exported(out):
         console.print(f"{weights}: the export made on first use, {out}", highlight=False,
@@ -785,7 +802,8 @@ def model_from_weights(weights: str, sha256: str | None) -> Path:
     from focsam_onnx.export.model_cache import export_once
     from focsam_onnx.export.model_source import quiet_exporter_logs
 
-    checkpoint = download(url, sha256, checkpoint_path(filename), size)
+    if checkpoint is None:
+        checkpoint = download(url, sha256, checkpoint_path(filename), size)
     if not _verbose:
         quiet_exporter_logs()
     console.print(f"{weights}: exporting {checkpoint} once into {out} (later runs reuse it)",
@@ -796,14 +814,35 @@ def model_from_weights(weights: str, sha256: str | None) -> Path:
     return out
 
 
+def packaged_entry(name_or_url: str) -> Checkpoint | None:
+    """The catalogue entry `name_or_url` names if it ships inside the package, else None."""
+    from focsam_onnx.weights.catalog import find
+
+    if urllib.parse.urlsplit(name_or_url).scheme in ("http", "https"):
+        return None
+    entry = find(name_or_url)
+    return entry if entry.packaged else None
+
+
 def model_option(model: Path | None, weights: str | None, sha256: str | None) -> Path:
-    """--model DIR or --weights NAME|URL (exactly one) -> the export folder to open."""
-    if (model is None) == (weights is None):
+    """--model DIR, --weights NAME|URL, or neither (the packaged demo model) -> the export
+    folder to open."""
+    from focsam_onnx.weights.catalog import DEMO
+
+    if model is not None and weights is not None:
         fail("give --model DIR (a folder from `focsam-onnx export`) or --weights NAME "
-             "(from `focsam-onnx weights list`, fetched and exported on first use)")
+             "(from `focsam-onnx weights list`, fetched and exported on first use), not both")
     if sha256 is not None and weights is None:
         fail("--sha256 goes with --weights URL")
-    return model if model is not None else model_from_weights(weights, sha256)
+    if model is not None:
+        return model
+    if weights is None:
+        console.print(f"no --model: using the packaged demo model {DEMO} (tiny, trained on "
+                      "generated shapes; not FocSAM's quality): --model DIR or --weights NAME "
+                      "picks a real one (focsam-onnx weights list)", highlight=False,
+                      soft_wrap=True)
+        weights = DEMO
+    return model_from_weights(weights, sha256)
 
 
 labels_app = typer.Typer(help="The labels `serve` saves, as datasets.", no_args_is_help=True)

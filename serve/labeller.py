@@ -17,7 +17,6 @@ import logging
 import secrets
 import shutil
 import statistics
-import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
@@ -47,6 +46,7 @@ from focsam_onnx.serve.annotations import AnnotationStore, SavedObject
 from focsam_onnx.serve.click_pool import ClickPool, Lane, default_click_workers
 from focsam_onnx.serve.encoder_queue import EncoderQueue
 from focsam_onnx.serve.images import ImageFolder
+from focsam_onnx.serve.scratch_cache import make_scratch_cache
 from focsam_onnx.serve.strokes import Stroke, apply_strokes
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class Labeller:
         cache_dir = settings.cache_dir
         if cache_dir is None and (settings.prefetch > 0 or settings.ray is not None):
             # Pre-encodes are handed over through a disk cache (and outlive the memory LRU).
-            self._temp_cache = cache_dir = Path(tempfile.mkdtemp(prefix="focsam-serve-cache-"))
+            self._temp_cache = cache_dir = make_scratch_cache()
         graphs = ("decoder", "refiner") if settings.ray is not None else CLICK_GRAPHS
         self.engine = FocSAMEngine.open(settings.model, threads=settings.threads,
                                         cache_dir=cache_dir,

@@ -130,3 +130,90 @@ def external_data_sam_pair_dir(tmp_path_factory) -> Path:
     export_model(model, out, Source("random-init", variant="tiny", seed=0), opset=17,
                  simplify=False, sam_compatible=True, external_data_from=0)
     return out
+
+
+# Ray (the `ray` extra), shared by tests/cluster and tests/serve.
+
+
+def _require_ray() -> None:
+    """Skips without the `ray` extra; fails under CI, which installs it."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("ray is not installed: CI installs the `ray` extra")
+        pytest.skip("ray is not installed: pip install 'focsam-onnx[ray]'")
+
+
+@pytest.fixture()
+def ray_installed() -> None:
+    _require_ray()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One small local Ray instance (2 CPUs, on 127.0.0.1) for the module, always stopped."""
+    _require_ray()
+    from focsam_onnx.cluster.ray_encoder import connect
+
+    with connect("local", num_cpus=2, object_store_bytes=80 << 20) as ray:
+        yield ray
+
+
+@pytest.fixture()
+def six_images(tmp_path) -> Path:
+    """Six different images (one JPEG) of different sizes."""
+    import cv2
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    for i in range(6):
+        image = rng.integers(0, 256, (40 + 6 * i, 56, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"img{i}.{'jpg' if i == 3 else 'png'}"), image)
+    return folder
+
+
+def _cache_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="session")
+def cache_bytes():
+    """`cache_bytes(folder)` -> {file name: bytes} of an embedding cache folder."""
+    return _cache_bytes
+
+
+@pytest.fixture()
+def single_process_cache(tiny_model_dir, tmp_path):
+    """`single_process_cache(images)` -> the bytes a single-process `embed` of the folder
+    writes (the reference the Ray paths must equal)."""
+    from typer.testing import CliRunner
+
+    from focsam_onnx.cli import app
+
+    def embed(images: Path) -> dict[str, bytes]:
+        cache = tmp_path / "single_process_cache"
+        result = CliRunner().invoke(app, ["embed", str(images), "--model", str(tiny_model_dir),
+                                          "--cache-dir", str(cache), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        return _cache_bytes(cache)
+
+    return embed
+
+
+@pytest.fixture(scope="session")
+def counting_cache():
+    """A real disk `EmbeddingCache` class that lists its writes (`.writes`)."""
+    from focsam_onnx.engine.cache import EmbeddingCache
+
+    class CountingCache(EmbeddingCache):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.writes: list[str] = []
+
+        def put(self, image_hash, model_id, precision, embeddings):
+            self.writes.append(image_hash)
+            return super().put(image_hash, model_id, precision, embeddings)
+
+    return CountingCache

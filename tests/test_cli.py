@@ -33,11 +33,23 @@ def readme_commands(section: str) -> list[list[str]]:
     return [c[1:] for c in commands]
 
 
-def test_readme_setup_commands_are_what_ci_runs():
+def test_readme_first_screen_is_make_test_and_ci_runs_it():
     text = (REPO / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
+    assert first == ["make test"]
+    assert (REPO / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_sets_up_with_the_readme_install_command_then_its_test_command():
+    """`make test` where .venv is missing runs exactly the README's two set-up lines."""
+    text = (REPO / "README.md").read_text().split("## Set up by hand\n", 1)[1]
     setup = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
-    ci = (REPO / ".ci" / "run").read_text()
-    assert len(setup) == 2 and all(line in ci for line in setup)
+    # --no-print-directory: under `make test` (CI) this make is nested and would say so.
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "-B", "test", "VENV=.venv"],
+                         cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    assert dry.splitlines() == setup
 
 
 def test_readme_main_job_runs(tmp_path):
@@ -112,7 +124,9 @@ def test_readme_first_run_fetches_exports_and_segments_one_model():
     listed = runner.invoke(app, ["weights", "list"])  # the one the README names that is free
     assert listed.exit_code == 0, listed.output
     for entry in CATALOG:
-        assert entry.name in listed.output and (entry.sha256 or entry.by_hand) in listed.output
+        where = (f"inside the package (weights/{entry.filename}" if entry.packaged
+                 else entry.sha256 or entry.by_hand)
+        assert entry.name in listed.output and where in listed.output
 
 
 @pytest.mark.parametrize("text, message", [

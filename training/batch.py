@@ -34,26 +34,24 @@ def make_trainable(model: FocSAM) -> FocSAM:
     return model
 
 
-def decode_batch(model: FocSAM, embeddings: torch.Tensor, coords: torch.Tensor,
-                 labels: torch.Tensor, mask_input: torch.Tensor | None,
-                 box: torch.Tensor | None = None, view: View | None = None,
+def decode_batch(model: FocSAM, embeddings: torch.Tensor, grid_pe: torch.Tensor,
+                 coords: torch.Tensor, labels: torch.Tensor, mask_input: torch.Tensor | None,
+                 box: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`FocSAM.decode` for K prompts at once ("single mask with token").
+    """`FocSAM.decode` for K prompts at once ("single mask with token"), each on its own view.
 
-    embeddings: (1 or K, 256, s, s) of `view` (default: the full canvas, s = 64);
-    coords: (K, N, 2) float32 (x, y) in the 1024 frame, without +0.5; labels: (K, N) 1/0;
-    mask_input: (K, 1, 4s, 4s) previous logits of the view, or None; box: (K, 4)
-    (x0, y0, x1, y1) in the 1024 frame, or None.
+    embeddings: (1 or K, 256, s, s) of the objects' views; grid_pe: (1 or K, 256, s, s) their
+    positional encodings (`view_pe`); coords: (K, N, 2) float32 (x, y) in the 1024 frame,
+    without +0.5; labels: (K, N) 1/0; mask_input: (K, 1, 4s, 4s) previous logits of the views,
+    or None; box: (K, 4) (x0, y0, x1, y1) in the 1024 frame, or None.
     Returns (logits (K, 1, 4s, 4s), mask_token (K, 1, 256), iou_predictions (K, 4)).
     """
-    view = view or View.FULL
-    k, s = coords.shape[0], view.size
+    k, s = coords.shape[0], embeddings.shape[-1]
     sparse = model.neck.embed_points(*sparse_points(coords, labels, box))
     if mask_input is None:
         dense = model.neck.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(k, -1, s, s)
     else:
         dense = model.neck.mask_downscaling(mask_input)
-    grid_pe = model.neck.grid_pe()[:, :, view.row:view.row + s, view.col:view.col + s]
     head = model.decode_head
     hs, keys = head._run_transformer(embeddings.expand(k, -1, -1, -1), grid_pe, sparse, dense)
     upscaled = head.output_upscaling(keys.transpose(1, 2).reshape(k, -1, s, s))
@@ -61,6 +59,12 @@ def decode_batch(model: FocSAM, embeddings: torch.Tensor, coords: torch.Tensor,
     hyper = head.output_hypernetworks_mlps[0](mask_token[:, 0])  # (K, 32)
     logits = torch.einsum("kc,kchw->khw", hyper, upscaled).unsqueeze(1)
     return logits, mask_token, head.iou_prediction_head(hs[:, 0])
+
+
+def view_pe(model: FocSAM, view: View) -> torch.Tensor:
+    """The grid positional encodings of `view`'s tokens: (1, 256, s, s)."""
+    s = view.size
+    return model.neck.grid_pe()[:, :, view.row:view.row + s, view.col:view.col + s]
 
 
 @dataclass(frozen=True)
@@ -111,15 +115,28 @@ def _global_attend(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
 
 def encode_view(model: FocSAM, image: torch.Tensor, view: View) -> torch.Tensor:
     """image: (1, 3, 1024, 1024) canvas -> embeddings (1, 256, s, s) of the view's tokens."""
-    if view.is_full:
-        return model.encode(image)
+    return encode_views(model, [image], [view])
+
+
+def encode_views(model: FocSAM, images: list[torch.Tensor], views: list[View]) -> torch.Tensor:
+    """Canvases (1, 3, 1024, 1024) seen through views of one size -> (B, 256, s, s), one pass.
+
+    Global blocks and the MLPs run on the whole batch; a windowed block runs per view, since
+    its windows tile each view from the view's own corner.
+    """
+    if len(views) == 1 and views[0].is_full:
+        return model.encode(images[0])
     encoder = model.backbone
-    rows, cols = view.pixels(encoder.cfg.patch_size)
-    x = encoder.patch_embed(image[:, :, rows, cols])
-    x = x + encoder.pos_embed[:, view.row:view.row + view.size, view.col:view.col + view.size]
+    crops = []
+    for image, view in zip(images, views):
+        rows, cols = view.pixels(encoder.cfg.patch_size)
+        crops.append(encoder.pos_embed[:, view.row:view.row + view.size,
+                                       view.col:view.col + view.size]
+                     + encoder.patch_embed(image[:, :, rows, cols]))
+    x = torch.cat(crops)
     for block in encoder.blocks:
         if block.window_size > 0:
-            x = block(x)  # windows tile the crop from its corner
+            x = torch.cat([block(x[i:i + 1]) for i in range(x.shape[0])])
             continue
         x = x + block.attn.proj(_global_attend(block.attn, block.attn.qkv(block.norm1(x))))
         x = x + block.mlp(block.norm2(x))

@@ -1,11 +1,12 @@
 """Turn a training run into the shipped demo checkpoint: float16, official FocSAM container.
 
-    python -m focsam_onnx.training.release --run runs/demo --out weights/demo_tiny.pth
+    python -m focsam_onnx.training.release --run runs/demo
 
 The file is what upstream's runner saves, minus the optimizer: a dict with `meta` (plain
 values: what the model is, how it was trained) and `state_dict` (upstream names, float16), so
 `models/checkpoint.py` reads it with `torch.load(weights_only=True)` like any FocSAM file.
-Prints the file's size and sha256 for the `weights/` catalogue.
+It is written where the package ships it (`weights/demo_tiny.pth`, or `--out`); prints the
+file's size and sha256 for `weights/catalog.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 import torch
 
 from focsam_onnx.models.checkpoint import load_checkpoint
+from focsam_onnx.weights.catalog import DEMO, find
+from focsam_onnx.weights.packaged import packaged_path
 
 NOTE = ("focsam-onnx demo model: the tiny FocSAM variant trained from scratch on procedurally "
         "generated shapes. Not FocSAM's quality; for first runs, tests and offline demos.")
@@ -43,16 +46,15 @@ def release(run: Path, out: Path, name: str = "final.pt") -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, required=True, help="training run folder")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write")
+    parser.add_argument("--out", type=Path, default=packaged_path(find(DEMO)),
+                        help="checkpoint to write (default: the packaged demo model's file)")
     parser.add_argument("--from", dest="name", default="final.pt",
                         help="file of the run folder to release (last.pt: a run in progress)")
     args = parser.parse_args(argv)
     digest = release(args.run, args.out, args.name)
     size = args.out.stat().st_size
-    print(f"{args.out}: {size:,} bytes, sha256 {digest}\nits weights/catalog.py entry:\n"
-          f'    Checkpoint(DEMO, "demo model: tiny FocSAM trained on generated shapes (not '
-          f'FocSAM\'s quality; for first runs, tests, offline demos)", "demo_tiny.pth", '
-          f'size={size:_}, sha256="{digest}", packaged="demo_tiny.pth"),')
+    print(f"{args.out}: {size:,} bytes, sha256 {digest}\nrecord them in weights/catalog.py:\n"
+          f"DEMO_TINY_SIZE = {size:_}\nDEMO_TINY_SHA256 = \"{digest}\"")
 
 
 if __name__ == "__main__":

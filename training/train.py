@@ -2,22 +2,25 @@
 
     python -m focsam_onnx.training.train --out runs/demo
 
-One step = one generated scene, up to `objects_per_step` of its objects decoded together
-against one encoder pass. Prompts follow the evaluation protocol: the first click is upstream's
-simulator on an empty prediction (the object's innermost pixels), each later click goes to the
-largest error region of the previous prediction (engine clicker, `sfc_inner_k` as upstream's
-training); the number of steps is drawn with odds gamma^k as upstream. Some steps start from the
-object's box instead. The refiner runs at the second step, as FocSAM does at test time: a coarse
-decode on the original embeddings, the ROI from its logits, the refined embeddings for that and
-every later step. Only the last step (and the coarse decode at a refine step) carries gradients;
-earlier steps are simulated without them, like SAM's and FocSAM's iterative training.
+Most steps take crops of `crops_per_step` scenes (28 x 28 tokens each, around an object) through
+one encoder pass and decode up to `objects_per_step` objects of each; every `full_every`-th
+step, and every step from `crop_steps` on, is one whole canvas instead, so the model also learns
+what it sees at test time (global attention over all 4,096 tokens). Prompts follow the
+evaluation protocol: the first click is upstream's simulator on an empty prediction (the
+object's innermost pixels), each later click goes to the largest error region of the previous
+prediction (engine clicker, `sfc_inner_k` as upstream's training); the number of prompt steps is
+drawn with odds gamma^k as upstream. Some steps start from the object's box instead. The refiner
+runs at the second step, as FocSAM does at test time: a coarse decode on the original
+embeddings, the ROI from its logits, the refined embeddings for that and every later step. Each
+step's masks carry a loss (`supervise_every_step`); a step's clicks come from the previous
+step's detached logits, as in SAM's and FocSAM's iterative training.
 
-Losses, in the spirit of upstream's: class-balanced BCE + dice on the 256x256 logits against the
-object's soft mask on the canvas (see `mask_loss` for why not SAM's focal), and MSE between the
-IoU head's first output and the mask's real IoU. Everything is seeded from `--seed` and the step
-number, so a resumed run sees the same scenes and clicks as an uninterrupted one. `out/last.pt` is
-written every `--checkpoint-every` steps (atomically) and `--resume` continues from it; a resumed
-run may change only the schedule's length (`SCHEDULE_FIELDS`), which the log records.
+Losses, in the spirit of upstream's: class-balanced BCE + dice on the logits against the
+object's soft mask (see `mask_loss` for why not SAM's focal), and MSE between the IoU head's
+first output and the mask's real IoU. Everything is seeded from `--seed` and the step number, so
+a resumed run sees the same scenes and clicks as an uninterrupted one. `out/last.pt` is written
+every `--checkpoint-every` steps (atomically) and `--resume` continues from it; a resumed run may
+change only the schedule's length (`SCHEDULE_FIELDS`), which the log records.
 """
 
 from __future__ import annotations
@@ -44,7 +47,13 @@ from focsam_onnx.engine.prompts import Click
 from focsam_onnx.engine.roi import roi_from_logits
 from focsam_onnx.evaluation.clicker import next_click
 from focsam_onnx.models.focsam import FocSAM, build_model
-from focsam_onnx.training.batch import View, decode_batch, encode_view, make_trainable
+from focsam_onnx.training.batch import (
+    View,
+    decode_batch,
+    encode_views,
+    make_trainable,
+    view_pe,
+)
 from focsam_onnx.training.scenes import (
     STREAM_TRAIN,
     STREAM_VALIDATION,
@@ -63,29 +72,36 @@ COARSE_WEIGHT = 0.5  # the coarse decode at a refine step is plain SAM's answer 
 SCHEDULE_FIELDS = frozenset({"steps", "crop_steps", "val_every", "checkpoint_every"})
 
 
+def _setting(default, help_text: str):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a run; stored in its checkpoints so `--resume` can refuse a mismatch."""
 
-    steps: int = 1500
-    seed: int = 0
-    objects_per_step: int = 3
-    lr: float = 3e-4
-    min_lr_fraction: float = 0.05
-    warmup_steps: int = 40
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    gamma: float = 0.6  # P(k extra steps) ~ gamma^k, as upstream's training
-    max_extra_steps: int = 3
-    box_prob: float = 0.15
-    refine_prob: float = 0.6  # of the steps with two prompts or more
-    sfc_inner_k: float = 1.7  # upstream's training click spread
-    threads: int = 2
-    crop_steps: int = 1400  # steps on crops of the canvas before the full-canvas steps
-    crop_tokens: int = 32  # crop side in tokens (16 canvas pixels each)
-    checkpoint_every: int = 50
-    val_every: int = 250
-    val_scenes: int = 3
+    steps: int = _setting(1950, "optimizer steps in all")
+    seed: int = _setting(0, "seeds the init, the scenes and the clicks")
+    objects_per_step: int = _setting(5, "objects decoded per crop (or full canvas)")
+    lr: float = _setting(1.5e-4, "peak AdamW learning rate")
+    min_lr_fraction: float = _setting(0.05, "the cosine ends at this fraction of lr")
+    warmup_steps: int = _setting(150, "linear warm-up steps")
+    weight_decay: float = _setting(0.01, "AdamW weight decay")
+    grad_clip: float = _setting(1.0, "gradient norm clip")
+    gamma: float = _setting(0.6, "P(k extra prompt steps) ~ gamma^k, as upstream's training")
+    max_extra_steps: int = _setting(3, "most prompt steps after the first")
+    box_prob: float = _setting(0.15, "share of steps that start from the object's box")
+    refine_prob: float = _setting(0.3, "share of the steps with 2+ prompts that refine")
+    sfc_inner_k: float = _setting(1.7, "upstream's training click spread")
+    threads: int = _setting(2, "torch threads")
+    crop_steps: int = _setting(1850, "steps before the last, full-canvas-only ones")
+    crop_tokens: int = _setting(28, "crop side in tokens (16 canvas pixels each)")
+    crops_per_step: int = _setting(4, "crops of as many scenes in one encoder pass")
+    supervise_every_step: bool = _setting(True, "a loss on every prompt step, not the last only")
+    full_every: int = _setting(4, "before crop_steps, every n-th step is a full canvas (0: none)")
+    checkpoint_every: int = _setting(100, "steps between OUT/last.pt writes")
+    val_every: int = _setting(400, "steps between validations")
+    val_scenes: int = _setting(3, "validation scenes")
 
 
 @dataclass
@@ -146,22 +162,48 @@ def _cell_slices(view: View) -> tuple[slice, slice]:
             slice(view.col * per_token, (view.col + view.size) * per_token))
 
 
-def _prompt(clicks: list[list[Click]], view: View) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass
+class Objects:
+    """K objects to prompt, each seen through its own view (all views of one size)."""
+
+    embeddings: torch.Tensor  # (K, 256, s, s) of each object's view
+    grid_pe: torch.Tensor  # (K, 256, s, s)
+    targets: torch.Tensor  # (K, 1, 4s, 4s) soft masks on the views' logit grids
+    views: list[View]
+
+    @classmethod
+    def gather(cls, model: FocSAM, batches: list[Prepared], views: list[View],
+               objects: list[list[int]], embeddings: torch.Tensor | None = None) -> Objects:
+        """The objects `objects[i]` of `batches[i]` through `views[i]` (one encoder pass)."""
+        if embeddings is None:
+            embeddings = encode_views(model, [b.network_input for b in batches], views)
+        index = [i for i, chosen in enumerate(objects) for _ in chosen]
+        targets = []
+        for batch, view, chosen in zip(batches, views, objects):
+            rows, cols = _cell_slices(view)
+            targets.append(batch.targets[chosen][:, :, rows, cols])
+        return cls(embeddings[index], torch.cat([view_pe(model, views[i]) for i in index]),
+                   torch.cat(targets), [views[i] for i in index])
+
+
+def _prompt(clicks: list[list[Click]], views: list[View]) -> tuple[torch.Tensor, torch.Tensor]:
     """Clicks of K objects (equal counts, in view cells) -> coords (K, N, 2) (x, y) in the
     1024 frame at the cell centres, labels (K, N)."""
-    rows, cols = _cell_slices(view)
-    xy = [[((c.x + cols.start) * CELL + (CELL - 1) / 2, (c.y + rows.start) * CELL + (CELL - 1) / 2)
-           for c in row] for row in clicks]
+    xy = []
+    for row, view in zip(clicks, views):
+        rows, cols = _cell_slices(view)
+        xy.append([((c.x + cols.start) * CELL + (CELL - 1) / 2,
+                    (c.y + rows.start) * CELL + (CELL - 1) / 2) for c in row])
     labels = [[float(c.label) for c in row] for row in clicks]
     coords = torch.tensor(xy, dtype=torch.float32).reshape(len(clicks), -1, 2)
     return coords, torch.tensor(labels, dtype=torch.float32).reshape(len(clicks), -1)
 
 
-def _boxes(gt: np.ndarray, view: View) -> torch.Tensor:
+def _boxes(gt: np.ndarray, views: list[View]) -> torch.Tensor:
     """(K, h, w) view masks -> (K, 4) (x0, y0, x1, y1) boxes in the 1024 frame."""
-    rows, cols = _cell_slices(view)
     boxes = []
-    for mask in gt:
+    for mask, view in zip(gt, views):
+        rows, cols = _cell_slices(view)
         ys, xs = np.nonzero(mask)
         boxes.append([(xs.min() + cols.start) * CELL, (ys.min() + rows.start) * CELL,
                       (xs.max() + 1 + cols.start) * CELL, (ys.max() + 1 + rows.start) * CELL])
@@ -180,54 +222,71 @@ def _next_clicks(logits: torch.Tensor | None, gt: np.ndarray, clicks: list[list[
         row.append(click)
 
 
-def _roi_masks(coarse: torch.Tensor) -> torch.Tensor:
-    """(K, 1, 256, 256) coarse logits -> (K, 1, 64, 64) refiner token masks (engine geometry)."""
-    masks = [roi_from_logits(coarse[k:k + 1].detach().numpy()).token_mask for k in
-             range(coarse.shape[0])]
-    return torch.from_numpy(np.concatenate(masks))
+def _roi_masks(coarse: torch.Tensor, views: list[View]) -> torch.Tensor:
+    """(K, 1, 4s, 4s) coarse logits -> (K, 1, s, s) refiner token masks.
 
-
-def run_prompts(model: FocSAM, batch: Prepared, objects: list[int], view: View, n_steps: int,
-                use_box: bool, refine: bool, rng: random.Random, sfc_inner_k: float,
-                train: bool, embeddings: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Play `n_steps` prompt steps on `objects` of `batch`, seen through `view`.
-
-    Returns (loss, the logits (K, 1, 4s, 4s) of each step, the targets (K, 1, 4s, 4s)). In
-    training mode only the last step and the coarse decode of a refine step carry gradients.
-    The refiner (full canvas only) runs at step REFINE_STEP. `embeddings` of the view, if
-    given, spare the encoder pass.
+    On the full canvas, the engine's ROI; on a crop, the same rule on the crop's grid: the
+    positive cells' bbox, scaled 1.4x about its centre, clipped to the crop, and every token it
+    meets (the whole crop when nothing is positive).
     """
-    rows, cols = _cell_slices(view)
-    targets = batch.targets[objects][:, :, rows, cols]
+    if views[0].is_full:
+        return torch.from_numpy(np.concatenate([roi_from_logits(c[None].numpy()).token_mask
+                                                for c in coarse.detach()]))
+    per_token = LOW_RES_MASK // EMBED_GRID
+    size = coarse.shape[-1] // per_token
+    masks = torch.zeros(coarse.shape[0], 1, size, size)
+    for k, logits in enumerate(coarse.detach()[:, 0] > 0):
+        rows, cols = np.flatnonzero(logits.any(1).numpy()), np.flatnonzero(logits.any(0).numpy())
+        if rows.size == 0:
+            masks[k] = 1
+            continue
+        box = []
+        for lo, hi in ((rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)):
+            centre, half = (lo + hi) / 2, 0.7 * (hi - lo)
+            box.append((max(0, int(np.floor((centre - half) / per_token))),
+                        min(size, int(np.ceil((centre + half) / per_token)))))
+        (top, bottom), (left, right) = box
+        masks[k, 0, top:bottom, left:right] = 1
+    return masks
+
+
+def run_prompts(model: FocSAM, objects: Objects, n_steps: int, use_box: bool, refine: bool,
+                rng: random.Random, sfc_inner_k: float, train: bool, every_step: bool = False,
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Play `n_steps` prompt steps on `objects`.
+
+    Returns (loss, the logits (K, 1, 4s, 4s) of each step). In training mode only the last
+    step and the coarse decode of a refine step carry gradients. The refiner (full canvas
+    and crops) runs at step REFINE_STEP.
+    """
+    targets, views = objects.targets, objects.views
     gt = (targets[:, 0] > 0.5).numpy().astype(np.uint8)
-    k = len(objects)
-    if embeddings is None:
-        embeddings = encode_view(model, batch.network_input, view)
-    clicks: list[list[Click]] = [[] for _ in range(k)]
-    box = _boxes(gt, view) if use_box else None
+    clicks: list[list[Click]] = [[] for _ in views]
+    box = _boxes(gt, views) if use_box else None
     if not use_box:
         _next_clicks(None, gt, clicks, rng, sfc_inner_k)
+    embeddings, pe = objects.embeddings, objects.grid_pe
     current, prev, loss, history = embeddings, None, torch.zeros(()), []
     for step in range(n_steps):
         last = step == n_steps - 1
-        refine_now = refine and view.is_full and step == REFINE_STEP
-        coords, labels = _prompt(clicks, view)
-        with torch.set_grad_enabled(train and (last or refine_now)):
+        refine_now = refine and step == REFINE_STEP
+        coords, labels = _prompt(clicks, views)
+        supervised = train and (last or refine_now or every_step)
+        with torch.set_grad_enabled(supervised):
             if refine_now:
-                coarse, token, _ = decode_batch(model, embeddings, coords, labels, prev, box)
+                coarse, token, _ = decode_batch(model, embeddings, pe, coords, labels, prev, box)
                 loss = loss + COARSE_WEIGHT * mask_loss(coarse, targets)
-                current = model.refine_head(embeddings.expand(k, -1, -1, -1), token,
-                                            _roi_masks(coarse))
-            logits, _, iou_pred = decode_batch(model, current, coords, labels, prev, box, view)
+                current = model.refine_head(embeddings, token, _roi_masks(coarse, views))
+            logits, _, iou_pred = decode_batch(model, current, pe, coords, labels, prev, box)
         history.append(logits.detach())
-        if last:
+        if supervised:
             iou = low_res_iou(logits.detach(), targets)
             loss = loss + mask_loss(logits, targets) + F.mse_loss(iou_pred[:, 0], iou)
+        if last:
             break
         prev = logits.detach()
         _next_clicks(prev, gt, clicks, rng, sfc_inner_k)
-    return loss, history, targets
+    return loss, history
 
 
 def _pick_view(batch: Prepared, rng: np.random.Generator, size: int, limit: int
@@ -248,13 +307,17 @@ def _pick_view(batch: Prepared, rng: np.random.Generator, size: int, limit: int
     return view, sorted([anchor, *others])
 
 
-def training_scene(cfg: TrainConfig, step: int) -> tuple[Scene, np.random.Generator]:
-    """The scene of `step` (the first of its seeds that has an object) and the step's RNG."""
+def training_scene(cfg: TrainConfig, index: int) -> Scene:
+    """Training scene `index` (the first of its seeds that has an object)."""
     for attempt in range(64):
-        scene = make_scene(scene_seed(STREAM_TRAIN, cfg.seed, step * 64 + attempt))
+        scene = make_scene(scene_seed(STREAM_TRAIN, cfg.seed, index * 64 + attempt))
         if scene.kinds:
             break
-    return scene, np.random.default_rng([STREAM_TRAIN, cfg.seed, step, 1_000_003])
+    return scene
+
+
+def step_rng(cfg: TrainConfig, step: int) -> np.random.Generator:
+    return np.random.default_rng([STREAM_TRAIN, cfg.seed, step, 1_000_003])
 
 
 def _draw_steps(cfg: TrainConfig, rng: np.random.Generator) -> int:
@@ -271,25 +334,37 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def step_objects(model: FocSAM, cfg: TrainConfig, step: int, rng: np.random.Generator
+                 ) -> Objects:
+    """The step's objects: crops of `crops_per_step` scenes, or one whole canvas."""
+    if step >= cfg.crop_steps or (cfg.full_every and step % cfg.full_every == cfg.full_every - 1):
+        batch = prepare(training_scene(cfg, step * cfg.crops_per_step))
+        order = rng.permutation(batch.targets.shape[0])
+        chosen = sorted(int(i) for i in order[:cfg.objects_per_step])
+        return Objects.gather(model, [batch], [View.FULL], [chosen])
+    batches, views, objects = [], [], []
+    for i in range(cfg.crops_per_step):
+        batch = prepare(training_scene(cfg, step * cfg.crops_per_step + i))
+        view, chosen = _pick_view(batch, rng, cfg.crop_tokens, cfg.objects_per_step)
+        batches.append(batch)
+        views.append(view)
+        objects.append(chosen)
+    return Objects.gather(model, batches, views, objects)
+
+
 def train_step(model: FocSAM, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                step: int) -> float:
-    scene, rng = training_scene(cfg, step)
-    batch = prepare(scene)
-    full = step >= cfg.crop_steps
-    if full:
-        order = rng.permutation(len(scene.kinds))
-        view, objects = View.FULL, sorted(int(i) for i in order[:cfg.objects_per_step])
-    else:
-        view, objects = _pick_view(batch, rng, cfg.crop_tokens, cfg.objects_per_step)
-    n_steps = _draw_steps(cfg, rng)
-    use_box = bool(rng.random() < cfg.box_prob)
-    refine = full and n_steps > REFINE_STEP and bool(rng.random() < cfg.refine_prob)
-    clicker = random.Random(int(rng.integers(2**62)))
+    rng = step_rng(cfg, step)
     for group in optimizer.param_groups:
         group["lr"] = lr_at(cfg, step)
     model.train()
-    loss, _, _ = run_prompts(model, batch, objects, view, n_steps, use_box, refine, clicker,
-                             cfg.sfc_inner_k, train=True)
+    objects = step_objects(model, cfg, step, rng)
+    n_steps = _draw_steps(cfg, rng)
+    use_box = bool(rng.random() < cfg.box_prob)
+    refine = n_steps > REFINE_STEP and bool(rng.random() < cfg.refine_prob)
+    clicker = random.Random(int(rng.integers(2**62)))
+    loss, _ = run_prompts(model, objects, n_steps, use_box, refine, clicker, cfg.sfc_inner_k,
+                          train=True, every_step=cfg.supervise_every_step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -310,14 +385,13 @@ def validate(model: FocSAM, cfg: TrainConfig, clicks: int = 3) -> dict[str, list
         if not objects:
             continue
         batch = prepare(scene)
-        embeddings = model.encode(batch.network_input)
+        on_canvas = Objects.gather(model, [batch], [View.FULL], [objects])
         for name, refine in (("sam", False), ("refine", True)):
-            _, history, targets = run_prompts(model, batch, objects, View.FULL, clicks, False,
-                                              refine, random.Random(42), 1.0, train=False,
-                                              embeddings=embeddings)
+            _, history = run_prompts(model, on_canvas, clicks, False, refine,
+                                     random.Random(42), 1.0, train=False)
             per_click = results.setdefault(name, [[] for _ in range(clicks)])
             for step, logits in enumerate(history):
-                per_click[step].extend(low_res_iou(logits, targets).tolist())
+                per_click[step].extend(low_res_iou(logits, on_canvas.targets).tolist())
     return {name: [round(float(np.mean(v)), 4) for v in per_click]
             for name, per_click in results.items()}
 
@@ -328,8 +402,26 @@ def _save(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+REFINER_START_GAMMA = 0.01
+
+
 def new_model(cfg: TrainConfig) -> FocSAM:
-    return make_trainable(build_model(get_variant("tiny"), seed=cfg.seed))
+    """The tiny FocSAM at its seeded random init, with a refiner that starts near identity.
+
+    The refiner's output replaces the embeddings the decoder reads; at a random init it would
+    scramble them and the decoder would learn two inputs at once. So `embed_proj` starts as the
+    identity and the window blocks' residual branches at `REFINER_START_GAMMA` (a layer scale),
+    and refining starts as a no-op that training moves away from only where it helps.
+    """
+    model = build_model(get_variant("tiny"), seed=cfg.seed)
+    refiner = model.refine_head
+    with torch.no_grad():
+        refiner.embed_proj.weight.copy_(torch.eye(refiner.cfg.embed_dim)[..., None, None])
+        refiner.embed_proj.bias.zero_()
+        for block in refiner.blocks:
+            block.cls2img.gamma1.fill_(REFINER_START_GAMMA)
+            block.cls2img.gamma2.fill_(REFINER_START_GAMMA)
+    return make_trainable(model)
 
 
 def train(cfg: TrainConfig, out: Path, resume: bool = False) -> FocSAM:
@@ -397,8 +489,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     for field in dataclasses.fields(TrainConfig):
-        parser.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
-                            default=field.default)
+        flag = "--" + field.name.replace("_", "-")
+        extra = {"help": field.metadata["help"] + " (default: %(default)s)"}
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=field.default, **extra)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default, **extra)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})

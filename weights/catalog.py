@@ -2,7 +2,10 @@
 
 Sizes and checksums are those of the published files (segment-anything's release; the same
 values are pinned independently by many projects that download them). An entry without a URL
-is distributed where no plain HTTP download exists; its `by_hand` says how to get it.
+is distributed where no plain HTTP download exists; its `by_hand` says how to get it. The one
+`packaged` entry, `demo_tiny`, is this project's own demo model: it ships inside the package
+(`weights/demo_tiny.pth`, checked against the size and sha256 recorded here on every use) and is
+never downloaded.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ class Checkpoint:
     size: int | None = None  # bytes
     sha256: str | None = None
     by_hand: str | None = None
+    packaged: bool = False  # ships inside this package as weights/<filename>: never downloaded
 
+
+# The packaged demo model (README: Demo model). `python -m focsam_onnx.training.release` writes
+# weights/demo_tiny.pth and prints these two values: record them here when committing the file
+# (tests/weights/test_catalog.py fails while the file and these disagree).
+DEMO = "demo_tiny"
+DEMO_TINY_SIZE: int | None = None  # TODO(release): bytes of weights/demo_tiny.pth
+DEMO_TINY_SHA256: str | None = None  # TODO(release): sha256 of weights/demo_tiny.pth
 
 CATALOG: tuple[Checkpoint, ...] = (
     Checkpoint("sam_vit_b", "SAM ViT-B (plain SAM: no refiner)", "sam_vit_b_01ec64.pth",
@@ -42,6 +53,9 @@ CATALOG: tuple[Checkpoint, ...] = (
                by_hand="download the zip from https://drive.google.com/file/d/"
                        "1VOeMkY9LovfWYi66JMR8q79gFiC4n3Az/view in a browser, unzip it into "
                        "work_dirs/focsam/focsam_vit_huge_eval/ and export its iter_160000.pth"),
+    Checkpoint(DEMO, "this project's demo model: tiny FocSAM trained on generated shapes "
+               "(not FocSAM's quality; for first runs, tests and offline demos)",
+               "demo_tiny.pth", size=DEMO_TINY_SIZE, sha256=DEMO_TINY_SHA256, packaged=True),
 )
 
 

@@ -17,27 +17,13 @@ import pytest
 from typer.testing import CliRunner
 
 from focsam_onnx.cli import app
-from focsam_onnx.cluster.ray_encoder import EncoderPool, connect
-from focsam_onnx.engine.cache import EmbeddingCache
+from focsam_onnx.cluster.ray_encoder import EncoderPool
 from focsam_onnx.engine.embed import embed_images
 from focsam_onnx.engine.loaded_model import read_manifest
 from focsam_onnx.evaluation.datasets import find_images
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    """One small local Ray instance (2 CPUs, on 127.0.0.1) for the module, always stopped."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("ray is not installed: CI installs the `ray` extra")
-        pytest.skip("ray is not installed: pip install 'focsam-onnx[ray]'")
-    with connect("local", num_cpus=2, object_store_bytes=80 << 20) as ray:
-        yield ray
 
 
 @pytest.fixture(scope="module")
@@ -66,18 +52,15 @@ def reference_cache(tiny_model_dir, dataset, tmp_path_factory) -> Path:
     return cache
 
 
-def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
 def test_embed_on_ray_writes_the_single_process_bytes(ray_local, tiny_model_dir, dataset,
-                                                      reference_cache, tmp_path):
+                                                      reference_cache, tmp_path, cache_bytes):
     result = runner.invoke(app, ["embed", str(dataset / "images"), "--model",
                                  str(tiny_model_dir), "--cache-dir", str(tmp_path),
                                  "--ray", "local", "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "4 encoded, 0 already cached, 0 failed, of 4 images" in result.output
-    assert len(files(reference_cache)) == 8 and files(tmp_path) == files(reference_cache)
+    assert len(cache_bytes(reference_cache)) == 8
+    assert cache_bytes(tmp_path) == cache_bytes(reference_cache)
 
 
 def test_evaluate_on_ray_gives_the_single_process_metrics(ray_local, tiny_model_dir, dataset,
@@ -95,20 +78,9 @@ def test_evaluate_on_ray_gives_the_single_process_metrics(ray_local, tiny_model_
                 == json.loads((tmp_path / "single" / name).read_text()))
 
 
-class CountingCache(EmbeddingCache):
-    """A real disk cache that counts its writes."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.writes: list[str] = []
-
-    def put(self, image_hash, model_id, precision, embeddings):
-        self.writes.append(image_hash)
-        return super().put(image_hash, model_id, precision, embeddings)
-
-
 def test_a_killed_worker_is_restarted_and_every_image_cached_once(
-        ray_local, tiny_model_dir, dataset, reference_cache, tmp_path):
+        ray_local, tiny_model_dir, dataset, reference_cache, tmp_path, cache_bytes,
+        counting_cache):
     model_id = read_manifest(tiny_model_dir).model_id
     pool = EncoderPool(ray_local, tiny_model_dir, model_id, workers=2)
     try:
@@ -120,7 +92,7 @@ def test_a_killed_worker_is_restarted_and_every_image_cached_once(
                 os.kill(first_pids[0], signal.SIGKILL)
                 killed.append(first_pids[0])
 
-        cache = CountingCache(cache_dir=tmp_path)
+        cache = counting_cache(cache_dir=tmp_path)
         paths = find_images([dataset / "images"])
         report = embed_images(paths, cache, model_id, pool, kill_one_midway)
         assert killed and pool.pids()[0] != first_pids[0]  # Ray restarted that worker
@@ -128,7 +100,7 @@ def test_a_killed_worker_is_restarted_and_every_image_cached_once(
         pool.close()
     assert report.encoded == 4 and not report.failures
     assert sorted(cache.writes) == sorted(set(cache.writes)) and len(cache.writes) == 4
-    assert files(tmp_path) == files(reference_cache)
+    assert cache_bytes(tmp_path) == cache_bytes(reference_cache)
 
 
 def test_readme_embed_commands_run(ray_local, tiny_model_dir, tmp_path, monkeypatch):
@@ -145,8 +117,9 @@ def test_readme_embed_commands_run(ray_local, tiny_model_dir, tmp_path, monkeypa
         result = runner.invoke(app, argv[1:])
         assert result.exit_code == 0, result.output
         outputs.append(result.output)
-    assert "1 encoded, 0 already cached" in outputs[0]
-    assert "0 encoded, 1 already cached" in outputs[1]
+    images = len(find_images([tmp_path / "examples"]))
+    assert f"{images} encoded, 0 already cached" in outputs[0]
+    assert f"0 encoded, {images} already cached" in outputs[1]
 
 
 def test_without_ray_the_error_names_the_extra(tiny_model_dir, dataset, tmp_path, monkeypatch):

@@ -10,13 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from focsam_onnx.cli import app
-from focsam_onnx.cluster.ray_encoder import connect
 from focsam_onnx.cluster.serve_encoder import PoolEncoder
 from focsam_onnx.engine.cache import EmbeddingCache
 from focsam_onnx.engine.image_io import load_image
@@ -25,59 +21,13 @@ from focsam_onnx.engine.loaded_model import read_manifest
 runner = CliRunner()
 
 
-def ray_or_skip() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("ray is not installed: CI installs the `ray` extra")
-        pytest.skip("ray is not installed: pip install 'focsam-onnx[ray]'")
-
-
-@pytest.fixture()
-def images(tmp_path) -> Path:
-    """Six different images (one JPEG) of different sizes."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(11)
-    for i in range(6):
-        image = rng.integers(0, 256, (40 + 6 * i, 56, 3), dtype=np.uint8)
-        cv2.imwrite(str(folder / f"img{i}.{'jpg' if i == 3 else 'png'}"), image)
-    return folder
-
-
-def single_process_cache(model: Path, images: Path, cache: Path) -> dict[str, bytes]:
-    result = runner.invoke(app, ["embed", str(images), "--model", str(model), "--cache-dir",
-                                 str(cache), "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    return files(cache)
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray_or_skip()
-    with connect("local", num_cpus=2, object_store_bytes=80 << 20) as ray:
-        yield ray
-
-
-class CountingCache(EmbeddingCache):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.writes: list[str] = []
-
-    def put(self, image_hash, model_id, precision, embeddings):
-        self.writes.append(image_hash)
-        return super().put(image_hash, model_id, precision, embeddings)
-
-
-def test_a_killed_worker_loses_no_opened_image(ray_local, tiny_model_dir, images, tmp_path):
-    reference = single_process_cache(tiny_model_dir, images, tmp_path / "reference")
+def test_a_killed_worker_loses_no_opened_image(ray_local, tiny_model_dir, six_images, tmp_path,
+                                              single_process_cache, cache_bytes,
+                                              counting_cache):
+    images = six_images
+    reference = single_process_cache(images)
     model_id = read_manifest(tiny_model_dir).model_id
-    cache = CountingCache(cache_dir=tmp_path / "cache")
+    cache = counting_cache(cache_dir=tmp_path / "cache")
     lock = threading.Lock()
     killed: list[int] = []
 
@@ -119,10 +69,11 @@ def test_a_killed_worker_loses_no_opened_image(ray_local, tiny_model_dir, images
     finally:
         encoder.close()
     assert sorted(cache.writes) == sorted(set(cache.writes)) and len(cache.writes) == 6
-    assert files(tmp_path / "cache") == reference
+    assert cache_bytes(tmp_path / "cache") == reference
 
 
-def test_opened_images_go_before_pre_encodes(ray_local, tiny_model_dir, images, tmp_path):
+def test_opened_images_go_before_pre_encodes(ray_local, tiny_model_dir, six_images, tmp_path):
+    images = six_images
     model_id = read_manifest(tiny_model_dir).model_id
     cache = EmbeddingCache(cache_dir=tmp_path / "cache")
     order: list[str] = []
@@ -152,10 +103,10 @@ def test_opened_images_go_before_pre_encodes(ray_local, tiny_model_dir, images, 
     assert positions - {None} and positions <= {None, 0, 1}
 
 
-def test_serve_without_ray_names_the_extra(tiny_model_dir, images, tmp_path, monkeypatch):
+def test_serve_without_ray_names_the_extra(tiny_model_dir, six_images, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     result = runner.invoke(app, ["serve", "--model", str(tiny_model_dir), "--images",
-                                 str(images), "--out", str(tmp_path / "labels"), "--ray",
+                                 str(six_images), "--out", str(tmp_path / "labels"), "--ray",
                                  "local"])
     assert result.exit_code == 2
     assert "--ray needs Ray, which is not installed: pip install 'focsam-onnx[ray]'" in (

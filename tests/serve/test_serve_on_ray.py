@@ -4,51 +4,12 @@ single-process bytes into its cache."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.request
-from pathlib import Path
 
-import cv2
-import numpy as np
-import pytest
 from typer.testing import CliRunner
 
-from focsam_onnx.cli import app
-
 runner = CliRunner()
-
-
-def ray_or_skip() -> None:
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("ray is not installed: CI installs the `ray` extra")
-        pytest.skip("ray is not installed: pip install 'focsam-onnx[ray]'")
-
-
-@pytest.fixture()
-def images(tmp_path) -> Path:
-    """Six different images (one JPEG) of different sizes."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(11)
-    for i in range(6):
-        image = rng.integers(0, 256, (40 + 6 * i, 56, 3), dtype=np.uint8)
-        cv2.imwrite(str(folder / f"img{i}.{'jpg' if i == 3 else 'png'}"), image)
-    return folder
-
-
-def single_process_cache(model: Path, images: Path, cache: Path) -> dict[str, bytes]:
-    result = runner.invoke(app, ["embed", str(images), "--model", str(model), "--cache-dir",
-                                 str(cache), "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    return files(cache)
-
-
-def files(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 def get(url: str) -> dict:
@@ -63,9 +24,10 @@ def post(url: str) -> dict:
 
 
 def test_serve_on_ray_local_encodes_on_the_pool_with_single_process_bytes(
-        tiny_model_dir, images, tmp_path, serve_process):
-    ray_or_skip()
-    reference = single_process_cache(tiny_model_dir, images, tmp_path / "reference")
+        ray_installed, tiny_model_dir, six_images, tmp_path, serve_process, single_process_cache,
+        cache_bytes):
+    images = six_images
+    reference = single_process_cache(images)
     cache = tmp_path / "cache"
     server = serve_process(tiny_model_dir, images, tmp_path / "labels", tmp_path / "log")
     server.argv += ["--cache-dir", str(cache), "--ray", "local", "--workers", "2",
@@ -83,7 +45,7 @@ def test_serve_on_ray_local_encodes_on_the_pool_with_single_process_bytes(
     # The server opened no encoder of its own: every entry came from the two workers.
     assert status["state"] == "ready" and status["from_cache"] is False, status
     assert background["workers"] == 2
-    assert files(cache) == reference and len(reference) == 12
+    assert cache_bytes(cache) == reference and len(reference) == 12
     post(server.url + "api/images/img3.jpg/open")
     while (status := get(server.url + "api/images/img3.jpg/status"))["state"] == "encoding":
         time.sleep(0.05)

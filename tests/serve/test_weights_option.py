@@ -77,8 +77,8 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "give --model DIR"),
-    (["--model", "m", "--weights", "sam_vit_b"], "give --model DIR"),
+    (["--model", "m", "--weights", "sam_vit_b"], "give --model DIR"),  # neither: the demo model
+    (["--sha256", "0" * 64], "--sha256 goes with --weights"),
     (["--weights", "http://127.0.0.1:1/x.pth"], "needs --sha256"),
     (["--weights", "focsam_vit_h"], "cannot be fetched automatically"),
     (["--model", "m", "--sha256", "0" * 64], "--sha256 goes with --weights"),

@@ -22,7 +22,8 @@ def test_batched_decode_is_the_models_decode():
     coords, labels = torch.rand(2, 3, 2) * 1024, torch.tensor([[1.0, 0, 1], [1, 1, 0]])
     prev = torch.randn(2, 1, 256, 256)
     with torch.no_grad():
-        logits, token, iou = decode_batch(model, embeddings, coords, labels, prev)
+        pe = model.neck.grid_pe()
+        logits, token, iou = decode_batch(model, embeddings, pe, coords, labels, prev)
         for k in range(2):
             one = model.decode(embeddings, coords[k:k + 1], labels[k:k + 1], prev[k:k + 1])
             torch.testing.assert_close(logits[k:k + 1], one[0], atol=1e-5, rtol=0)
