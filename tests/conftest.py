@@ -78,6 +78,32 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory) -> Path:
+    """The packaged demo model (weights/demo_tiny.pth), exported once per test session: for the
+    tests that need real masks. Skips while the build holds no demo checkpoint."""
+    from focsam_onnx.errors import Unavailable
+    from focsam_onnx.export.model_cache import export_once
+    from focsam_onnx.weights.catalog import DEMO, find
+    from focsam_onnx.weights.packaged import packaged_checkpoint
+
+    try:
+        checkpoint = packaged_checkpoint(find(DEMO))
+    except Unavailable as err:
+        pytest.skip(str(err))
+    out = tmp_path_factory.mktemp("demo_tiny_onnx") / "model"
+    export_once(checkpoint, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_engine(demo_model_dir):
+    """The engine on the packaged demo model."""
+    from focsam_onnx.engine.focsam_engine import FocSAMEngine
+
+    return FocSAMEngine.open(demo_model_dir, threads=2)
+
+
+@pytest.fixture(scope="session")
 def sam_vit_b_export(tmp_path_factory):
     """(segment-anything's own random-weight vit_b `Sam`, our export of it with the
     SAM-compatible pair at opset 17): one ViT-B export shared by the interop tests."""

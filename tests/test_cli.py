@@ -33,10 +33,10 @@ def readme_commands(section: str) -> list[list[str]]:
     return [c[1:] for c in commands]
 
 
-def test_readme_first_screen_is_make_test_and_ci_runs_it():
+def test_readme_first_screen_is_make_demo_and_make_test_and_ci_runs_the_second():
     text = (REPO / "README.md").read_text()
     first = re.search(r"```bash\n(.*?)```", text, re.S).group(1).strip().splitlines()
-    assert first == ["make test"]
+    assert first == ["make demo", "make test"]
     assert (REPO / ".ci" / "run").read_text().rstrip().endswith("\nmake test")
 
 

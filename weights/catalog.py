@@ -33,8 +33,8 @@ class Checkpoint:
 # weights/demo_tiny.pth and prints these two values: record them here when committing the file
 # (tests/weights/test_catalog.py fails while the file and these disagree).
 DEMO = "demo_tiny"
-DEMO_TINY_SIZE: int | None = None  # TODO(release): bytes of weights/demo_tiny.pth
-DEMO_TINY_SHA256: str | None = None  # TODO(release): sha256 of weights/demo_tiny.pth
+DEMO_TINY_SIZE = 19_193_419
+DEMO_TINY_SHA256 = "99a1325f601bdb5a2dba3ac446524a4fb05791653435868505a15aa370ce4a69"
 
 CATALOG: tuple[Checkpoint, ...] = (
     Checkpoint("sam_vit_b", "SAM ViT-B (plain SAM: no refiner)", "sam_vit_b_01ec64.pth",

@@ -45,19 +45,30 @@ def reference_engine(tiny_model_dir):
     return FocSAMEngine.open(tiny_model_dir, threads=1)
 
 
-@pytest.fixture(scope="session")
-def engine_mask(reference_engine):
-    """`engine_mask(image_path, [(x, y, positive), ...])` -> the engine's (H, W) bool mask."""
+def mask_of(engine):
+    """`mask_of(engine)(image_path, [(x, y, positive), ...])` -> `engine`'s (H, W) bool mask."""
     from focsam_onnx.engine.click_session import ClickSession
     from focsam_onnx.engine.image_io import load_image
 
     def run(path: Path, clicks) -> np.ndarray:
-        session = ClickSession(reference_engine, reference_engine.open_image(load_image(path)))
+        session = ClickSession(engine, engine.open_image(load_image(path)))
         for x, y, positive in clicks:
             result = session.click(x, y, positive)
         return result.mask
 
     return run
+
+
+@pytest.fixture(scope="session")
+def engine_mask(reference_engine):
+    """`engine_mask(image_path, [(x, y, positive), ...])` -> the engine's (H, W) bool mask."""
+    return mask_of(reference_engine)
+
+
+@pytest.fixture(scope="session")
+def demo_engine_mask(demo_engine):
+    """As `engine_mask`, on the packaged demo model."""
+    return mask_of(demo_engine)
 
 
 def free_port() -> int:

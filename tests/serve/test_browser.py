@@ -1,7 +1,8 @@
 """The page as a person uses it: a real headless Chromium clicking on the canvas of a real server.
 
 Playwright drives Debian's chromium (`/usr/bin/chromium`, installed by .ci/run); the server is
-`focsam-onnx serve` in a subprocess on a free loopback port, always stopped by the test.
+`focsam-onnx serve` in a subprocess on a free loopback port, always stopped by the test, serving
+the packaged demo model, so the masks on the page (and in its screenshot) are real ones.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ def browser():
 
 
 @pytest.fixture()
-def server(serve_process, tiny_model_dir, images_dir, tmp_path):
-    server = serve_process(tiny_model_dir, images_dir, tmp_path / "labels",
+def server(serve_process, demo_model_dir, images_dir, tmp_path):
+    server = serve_process(demo_model_dir, images_dir, tmp_path / "labels",
                            tmp_path / "server.log")
     server.start()
     return server
@@ -88,7 +89,7 @@ def clicks_of(coco: dict, object_id: int) -> list[tuple[int, int, bool]]:
     return [(c["x"], c["y"], c["positive"]) for c in entry["prompts"]]
 
 
-def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask):
+def test_label_in_the_browser(browser, server, images_dir, tmp_path, demo_engine_mask):
     labels, image = tmp_path / "labels", "c_rotated.jpg"  # EXIF-rotated: 240 wide, 320 high
     size = (240, 320)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -116,7 +117,7 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     assert not events[1]["decoded_on_refined"] and events[2]["decoded_on_refined"]
     coco, masks = saved(labels, image)
     assert clicks_of(coco, 1) == first
-    np.testing.assert_array_equal(masks[1], engine_mask(images_dir / image, first) * 255)
+    np.testing.assert_array_equal(masks[1], demo_engine_mask(images_dir / image, first) * 255)
 
     click_pixel(page, 200, 250, size)
     wait_for_event(page, "saved", 3)
@@ -125,7 +126,7 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     wait_for_event(page, "undo", 1)
     coco, masks = saved(labels, image)
     assert clicks_of(coco, 1) == first
-    np.testing.assert_array_equal(masks[1], engine_mask(images_dir / image, first) * 255)
+    np.testing.assert_array_equal(masks[1], demo_engine_mask(images_dir / image, first) * 255)
 
     page.keyboard.press("n")
     second = [(30, 290, True)]
@@ -133,7 +134,7 @@ def test_label_in_the_browser(browser, server, images_dir, tmp_path, engine_mask
     wait_for_event(page, "saved", 4)
     coco, masks = saved(labels, image)
     assert sorted(masks) == [1, 2] and clicks_of(coco, 2) == second
-    np.testing.assert_array_equal(masks[2], engine_mask(images_dir / image, second) * 255)
+    np.testing.assert_array_equal(masks[2], demo_engine_mask(images_dir / image, second) * 255)
     assert page.locator("#objects li").count() == 2
     screenshot = tmp_path / "serve.png"
     page.screenshot(path=str(screenshot))
@@ -162,13 +163,13 @@ def record(labels: Path, image: str, object_id: int) -> dict:
 
 
 def test_classes_and_a_server_restart_the_annotator_does_not_notice(browser, serve_process,
-                                                                   tiny_model_dir, images_dir,
+                                                                   demo_model_dir, images_dir,
                                                                    tmp_path):
     """Keys 1-9 and the searchable picker give objects their classes, changeable later; after
     a SIGKILL and a restart (without --labels: the set is read back from --out) the next click
     on the selected object is applied and saved with no action from the user."""
     labels, image, size = tmp_path / "labels", "a_shapes.png", (320, 240)
-    server = serve_process(tiny_model_dir, images_dir, labels, tmp_path / "server.log")
+    server = serve_process(demo_model_dir, images_dir, labels, tmp_path / "server.log")
     server.argv += ["--labels", "cat,dog,bird"]
     server.start()
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -232,7 +233,7 @@ def client_point(page, x: float, y: float, size: tuple[int, int]) -> tuple[float
 
 
 def test_box_then_click_and_clicks_at_3x_zoom_and_after_a_pan(browser, server, images_dir,
-                                                              tmp_path, reference_engine):
+                                                              tmp_path, demo_engine):
     """A box dragged with the box tool, then a click, saves the engine's mask for [box, click];
     at 3x zoom and after a space + drag pan, clicks are recorded at the pixels clicked."""
     from focsam_onnx.engine.click_session import ClickSession
@@ -256,8 +257,8 @@ def test_box_then_click_and_clicks_at_3x_zoom_and_after_a_pan(browser, server, i
     entry = record(labels, image, 1)
     assert entry["prompts"] == [{"box": [120, 90, 221, 161]},
                                 {"x": 170, "y": 125, "positive": True}]
-    session = ClickSession(reference_engine,
-                           reference_engine.open_image(load_image(images_dir / image)))
+    session = ClickSession(demo_engine,
+                           demo_engine.open_image(load_image(images_dir / image)))
     session.add(Box(120, 90, 221, 161))
     expected = session.add(Click(170, 125)).mask
     np.testing.assert_array_equal(saved(labels, image)[1][1], expected * 255)
@@ -298,7 +299,7 @@ def drag(page, points: list[tuple[int, int]], size: tuple[int, int]) -> None:
 
 
 def test_brush_and_eraser_strokes_change_the_saved_mask_and_undo(browser, server, images_dir,
-                                                                 tmp_path, engine_mask):
+                                                                 tmp_path, demo_engine_mask):
     """The eraser clears and the brush paints on the clicks' mask as drawn; the record keeps
     the strokes and its mask is the clicks' mask with them applied; undo removes a stroke."""
     from focsam_onnx.serve.strokes import Stroke, apply_strokes
@@ -309,7 +310,7 @@ def test_brush_and_eraser_strokes_change_the_saved_mask_and_undo(browser, server
     page.wait_for_selector(f'body[data-ready="{image}"]', timeout=WAIT_MS)
     click_pixel(page, 170, 125, size)
     wait_for_event(page, "saved", 1)
-    clicks_mask = engine_mask(images_dir / image, [(170, 125, True)])
+    clicks_mask = demo_engine_mask(images_dir / image, [(170, 125, True)])
     page.keyboard.press("e")
     drag(page, [(150, 125), (190, 125)], size)
     wait_for_event(page, "stroke", 1)
