@@ -185,6 +185,10 @@ def touching_pair(scene) -> tuple[int, int] | None:
     return None
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation of this demo model (README: Demo model): one click on an object that "
+    "touches another takes much of the neighbour too (0 of the 48 touching pairs of held-out "
+    "scenes 0-39 kept it under 5 %); strict, so the day a model passes, this fails and goes"))
 def test_a_click_on_one_object_does_not_select_its_neighbour(demo_engine):
     """In the first held-out scenes with touching compact objects, one click at the middle of an
     object gives that object and leaves its neighbour out."""
