@@ -257,9 +257,9 @@ def run_prompts(model: FocSAM, objects: Objects, n_steps: int, use_box: bool, re
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Play `n_steps` prompt steps on `objects`.
 
-    Returns (loss, the logits (K, 1, 4s, 4s) of each step). In training mode only the last
-    step and the coarse decode of a refine step carry gradients. The refiner (full canvas
-    and crops) runs at step REFINE_STEP.
+    Returns (loss, the logits (K, 1, 4s, 4s) of each step). In training mode the last step, the
+    coarse decode of a refine step and, with `every_step`, every step carry gradients. The
+    refiner (full canvas and crops) runs at step REFINE_STEP.
     """
     targets, views = objects.targets, objects.views
     gt = (targets[:, 0] > 0.5).numpy().astype(np.uint8)
