@@ -15,6 +15,17 @@ IMAGE_SIZE = 1024  # the padded square canvas the encoder sees
 PROMPT_DIM = 256  # prompt / embedding width C
 EMBED_GRID = 64  # IMAGE_SIZE // patch size: the 64x64 token grid
 LOW_RES_MASK = 256  # decoder logits are 256x256 for the 1024 canvas
+NUM_MASK_TOKENS = 4  # SAM's single-output token 0 + 3 multimask tokens
+
+# The decoder's exact attention rewrites (export/decoder_rewrites.py) fold the image-side
+# projections into the token side while the two-way transformer carries at most this many
+# tokens: the IoU token, the mask tokens and the prompt points (padding included). Image-side
+# projections cost 2 * 4096 * 256 * 128 multiply-adds per attention plus 2 * 4096 * 128 * T for
+# the attention itself; the folded order costs 2 * 4096 * 256 * 8T: equal at
+# T = 256 * 128 / (8 * 256 - 128) = 17.07, and onnxruntime ran the folded graph slower from
+# T = 17 on. The exported decoder picks the order at run time (ONNX `If`s on the token count).
+FOLD_MAX_TOKENS = 16
+FOLD_MAX_POINTS = FOLD_MAX_TOKENS - 1 - NUM_MASK_TOKENS
 
 
 @dataclass(frozen=True)

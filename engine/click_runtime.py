@@ -6,13 +6,16 @@ OpenVINO with `INFERENCE_PRECISION_HINT=bf16` (onnxruntime's CPU provider has no
 path), like the bf16 encoder. A bf16 click precision is offered only where the export's
 click-replay gate passed (export/click_gate.py, recorded in the manifest).
 
-OpenVINO's ONNX front end has no conversion for `DeformConv` (the refiner's opset-19 DCNv2), so
-it is given one here (`deform_conv`): the same sampling as `models/deform_conv.py` written in
-OpenVINO's operators (GridSample with zero padding and aligned corners, the DCN validity test,
-the modulation mask, one matrix product with the constant weight). In f32 it is exact up to
-float rounding (a test holds it to the golden refiner's tolerance); written as
-columns x weight^T the product becomes a FullyConnected layer, which OpenVINO runs in bf16
-(OpenVINO's own DeformableConvolution would keep its 151 M multiply-adds per window in f32).
+Two things OpenVINO is given here:
+
+* The decoder's attention order (folded or projected, export/decoder_rewrites.py) is an ONNX
+  `If` on the prompt's token count. OpenVINO runs an `If` body as a separate dynamic-shape
+  subgraph, outside the main graph's bf16 kernels and fusions, which cost the decoder about half
+  its time; so the decoder is compiled twice, once with each condition fixed (OpenVINO then
+  inlines the taken branch), and each call picks by its point count (`OpenVinoDecoder`). Both
+  orders compute the same function, so the pick changes only the speed.
+* OpenVINO's ONNX front end has no conversion for `DeformConv` (the refiner's opset-19 DCNv2);
+  `deform_conv` writes it in OpenVINO's operators (see there).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from focsam_onnx.config import FOLD_MAX_POINTS
 from focsam_onnx.engine.encoder_runtime import import_openvino as import_openvino_for
 from focsam_onnx.engine.encoder_runtime import openvino_config
-from focsam_onnx.engine.graph_spec import GraphSpec, get_click_precision
+from focsam_onnx.engine.graph_spec import DECODER, GraphSpec, get_click_precision
 from focsam_onnx.engine.sessions import ModelDirError, graph_session
 
 TAPS = 9  # the DCN's 3x3 taps, k = 3a + b, row-major
+SUBPIXEL = 2**16  # the deformable sampling's fixed-point positions (see deform_conv)
 
 
 def import_openvino():
@@ -56,6 +61,22 @@ class OpenVinoGraph:
                 for port in self.outputs]
 
 
+POINT_COORDS = DECODER.input_names[1]
+
+
+class OpenVinoDecoder:
+    """The decoder compiled once per attention order (the graph's `If`s fixed), each call run by
+    the order its point count takes in the graph; run like an onnxruntime session."""
+
+    def __init__(self, folded: OpenVinoGraph, projected: OpenVinoGraph):
+        self.folded, self.projected = folded, projected
+
+    def run(self, output_names, feeds: dict[str, np.ndarray], run_options=None) -> list[np.ndarray]:
+        points = feeds[POINT_COORDS].shape[1]
+        graph = self.folded if points <= FOLD_MAX_POINTS else self.projected
+        return graph.run(output_names, feeds, run_options)
+
+
 def _port(ports, name: str):
     for port in ports:
         if name in port.get_names():
@@ -65,31 +86,68 @@ def _port(ports, name: str):
 
 
 def open_click_graph(path: Path, spec: GraphSpec, precision: str, threads: int):
-    """The decoder or refiner at `path` at `precision`: an onnxruntime session (fp32) or an
-    `OpenVinoGraph` (bf16), either run as `graph.run(None, feeds)`."""
+    """The decoder or refiner at `path` at `precision`: an onnxruntime session (fp32), or for
+    bf16 an `OpenVinoGraph` (an `OpenVinoDecoder` for a decoder that picks its attention order
+    with `If`s); either is run as `graph.run(None, feeds)`."""
     runtime = get_click_precision(precision)
     if runtime == "onnxruntime":
         return graph_session(path, spec, threads)
+    return open_openvino_graph(path, spec, openvino_config(precision, threads))
+
+
+def open_openvino_graph(path: Path, spec: GraphSpec, config: dict[str, str]):
+    """`path` compiled by OpenVINO with `config`; a decoder with `If`s (the attention order) as an
+    `OpenVinoDecoder`."""
     ov = import_openvino()
     from openvino.frontend.onnx import ConversionExtension
 
     core = ov.Core()
     core.add_extension(ConversionExtension("DeformConv", deform_conv))
     try:
-        compiled = core.compile_model(str(path), "CPU", openvino_config(precision, threads))
+        model = core.read_model(str(path))
+        branches = any(op.get_type_name() == "If" for op in model.get_ordered_ops())
+        if spec is not DECODER or not branches:
+            return OpenVinoGraph(core.compile_model(model, "CPU", config), spec)
+        folded, projected = (OpenVinoGraph(core.compile_model(_taking(model, taken), "CPU",
+                                                              config), spec)
+                             for taken in (True, False))
     except Exception as err:  # OpenVINO raises its own RuntimeErrors from C++
         raise ModelDirError(f"OpenVINO cannot load {path}: {str(err).splitlines()[0]}") from None
-    return OpenVinoGraph(compiled, spec)
+    return OpenVinoDecoder(folded, projected)
+
+
+def _taking(model, taken: bool):
+    """A copy of `model` whose `If`s all take their then- (True) or else-branch (False)."""
+    import openvino.opset13 as ops
+
+    model = model.clone()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "If":
+            op.input(0).replace_source_output(ops.constant(np.array(taken)).output(0))
+    return model
 
 
 def deform_conv(node) -> list:
     """ONNX `DeformConv` as written by export/custom_ops.py (3x3, stride 1, pads 1, one group and
-    offset group, no bias, with a mask) in OpenVINO operators, for a static (C, H, W) map."""
+    offset group, no bias, with a mask) in OpenVINO operators, for a static (C, H, W) map.
+
+    Project, then sample: bilinear sampling and the modulation are linear in the sampled map, so
+    tap k's term at a pixel is the same bilinear sample taken from the map already multiplied by
+    tap k's weight, W_k x. One product with a constant weight projects every pixel for all 9
+    taps, (N, HW, C) x (C, 9 O) (a FullyConnected layer, bf16 where asked); a second product
+    applies the sampling matrix, whose row for output pixel p holds the 9 taps x 4 corners'
+    bilinear weights times the taps' modulation. A corner outside the map weighs 0, which is
+    exactly `models/deform_conv.py`'s rule (a sample at p <= -1 or p >= size is 0). Sampling
+    first (im2col) puts a (N, C, 9, H, W) GridSample, which OpenVINO runs in f32 only, and its
+    transpose before the product; gathering the projected rows instead moves 4x their bytes.
+    Both cost more than the second product in bf16.
+    """
     import openvino.opset13 as ops
 
     x, weight, offset, mask = (node.get_input(i) for i in (0, 1, 2, 4))
     channels, height, width = (d.get_length() for d in list(x.get_partial_shape())[1:])
     out_channels = weight.get_partial_shape()[0].get_length()
+    pixels = height * width
 
     def const(value, dtype=np.float32):
         return ops.constant(np.asarray(value, dtype))
@@ -97,33 +155,76 @@ def deform_conv(node) -> list:
     def shape(*dims: int):  # 0 keeps the (dynamic) batch dim
         return const(dims, np.int64)
 
+    # (N, HW, C) x (C, 9 O) -> rows (n, (q * 9 + k)) of (O,): pixel q projected by tap k's weight.
+    tokens = ops.reshape(ops.transpose(x, const([0, 2, 3, 1], np.int64)),
+                         shape(0, pixels, channels), special_zero=True)
+    per_tap = ops.transpose(ops.reshape(weight, shape(out_channels, channels, TAPS),
+                                        special_zero=False), const([2, 0, 1], np.int64))
+    per_tap = ops.reshape(per_tap, shape(TAPS * out_channels, channels), special_zero=False)
+    projected = ops.reshape(ops.matmul(tokens, per_tap, False, True),
+                            shape(0, pixels * TAPS, out_channels), special_zero=True)
+
+    # Sample positions (N, 9, H, W, 1) in int32 fixed point, 1/SUBPIXEL of a pixel: under a
+    # bf16 hint OpenVINO would add the offsets to the base positions in bf16, whose 8 bits leave
+    # 1/16 pixel at p = 8..16. An offset arrives in bf16 (or f32); times SUBPIXEL it rounds to an
+    # integer exactly (bf16) or to 2**-16 pixel (f32), and the rest is integer arithmetic.
     tap = np.arange(TAPS)
     base_y = np.arange(height)[None, :, None] + (tap // 3 - 1)[:, None, None]  # (9, H, 1)
     base_x = np.arange(width)[None, None, :] + (tap % 3 - 1)[:, None, None]  # (9, 1, W)
     pairs = ops.reshape(offset, shape(0, TAPS, 2, height, width), special_zero=True)
     dy, dx = ops.split(pairs, const(2, np.int64), 2).outputs()  # (N, 9, 1, H, W) each
-    py = ops.add(ops.squeeze(dy, const([2], np.int64)), const(base_y))  # (N, 9, H, W)
-    px = ops.add(ops.squeeze(dx, const([2], np.int64)), const(base_x))
-    # align_corners=True maps pixel p to 2p / (size - 1) - 1, as the torch operator does.
-    gy = ops.subtract(ops.multiply(py, const(2.0 / (height - 1))), const(1.0))
-    gx = ops.subtract(ops.multiply(px, const(2.0 / (width - 1))), const(1.0))
-    grid = ops.concat([ops.unsqueeze(gx, const(-1, np.int64)),
-                       ops.unsqueeze(gy, const(-1, np.int64))], -1)
-    grid = ops.reshape(grid, shape(0, TAPS * height, width, 2), special_zero=True)
-    samples = ops.grid_sample(x, grid, {"align_corners": True, "mode": "bilinear",
-                                        "padding_mode": "zeros"})  # (N, C, 9H, W)
-    # The DCN validity test, explicit as in the torch operator: a sample at p <= -1 or p >= size
-    # is exactly 0.
-    valid = ops.logical_and(
-        ops.logical_and(ops.greater(py, const(-1.0)), ops.less(py, const(float(height)))),
-        ops.logical_and(ops.greater(px, const(-1.0)), ops.less(px, const(float(width)))))
-    modulation = ops.multiply(mask, ops.convert(valid, "f32"))  # (N, 9, H, W)
-    samples = ops.reshape(samples, shape(0, channels, TAPS, height, width), special_zero=True)
-    samples = ops.multiply(samples, ops.unsqueeze(modulation, const(1, np.int64)))
-    # columns (N, H*W, C*9) x weight^T: a constant right operand, i.e. a FullyConnected layer.
-    columns = ops.transpose(samples, const([0, 3, 4, 1, 2], np.int64))
-    columns = ops.reshape(columns, shape(0, height * width, channels * TAPS), special_zero=True)
-    flat_weight = ops.reshape(weight, shape(out_channels, channels * TAPS), special_zero=False)
-    out = ops.transpose(ops.matmul(columns, flat_weight, False, True), const([0, 2, 1], np.int64))
+    below, right = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])  # the corners' offsets
+    corners, fractions = [], []
+    for delta, base, size, corner in ((dy, base_y, height, below), (dx, base_x, width, right)):
+        # Any p <= -1 or p >= size samples 0: clamping beyond keeps the corners in range.
+        reach = float((size + 2) * SUBPIXEL)
+        fixed = ops.clamp(ops.multiply(ops.squeeze(delta, const([2], np.int64)),
+                                       const(float(SUBPIXEL))), -reach, reach)
+        fixed = ops.add(ops.convert(ops.round(fixed, "half_to_even"), "i32"),
+                        const(base * SUBPIXEL, np.int32))
+        # clamped to [-2, size + 1] pixels and shifted by 2, so that division floors
+        fixed = ops.unsqueeze(ops.clamp(ops.add(fixed, const(2 * SUBPIXEL, np.int32)), 0.0,
+                                        (size + 3.0) * SUBPIXEL), const(-1, np.int64))
+        low = ops.divide(fixed, const(SUBPIXEL, np.int32))
+        part = ops.subtract(fixed, ops.multiply(low, const(SUBPIXEL, np.int32)))
+        fraction = ops.multiply(ops.convert(part, "f32"), const(1.0 / SUBPIXEL))  # [0, 1)
+        # a corner at offset o along this axis weighs o f + (1 - o)(1 - f)
+        fractions.append(ops.add(ops.multiply(const(corner), fraction),
+                                 ops.multiply(const(1 - corner),
+                                              ops.subtract(const(1.0), fraction))))
+        corners.append(ops.add(low, const(corner - 2, np.int32)))  # (N, 9, H, W, 4)
+    (cy, cx), (wy, wx) = corners, fractions
+
+    def within(c, size: int):
+        return ops.logical_and(ops.greater_equal(c, const(0, np.int32)),
+                               ops.less_equal(c, const(size - 1, np.int32)))
+
+    def clipped(c, size: int):
+        return ops.minimum(ops.maximum(c, const(0, np.int32)), const(size - 1, np.int32))
+
+    inside = ops.logical_and(within(cy, height), within(cx, width))
+    modulation = ops.unsqueeze(mask, const(-1, np.int64))  # (N, 9, H, W, 1)
+    weights = ops.multiply(ops.multiply(ops.multiply(wy, wx), modulation),
+                           ops.convert(inside, "f32"))
+    pixel = ops.add(ops.multiply(clipped(cy, height), const(width, np.int32)),
+                    clipped(cx, width))
+    column = ops.add(ops.multiply(pixel, const(TAPS, np.int32)),
+                     const(tap.reshape(TAPS, 1, 1, 1), np.int32))
+    # (N, H, W, 9, 4): an output pixel's 36 terms together, pixel-major like the output.
+    order = const([0, 2, 3, 1, 4], np.int64)
+    column = ops.reshape(ops.transpose(column, order), shape(0, pixels, TAPS * 4),
+                         special_zero=True)
+    weights = ops.reshape(ops.transpose(weights, order), shape(0, pixels, TAPS * 4),
+                          special_zero=True)
+    # The sampling matrix (N, HW, HW * 9): row p holds its 36 weights at columns q * 9 + k
+    # (summed where clipped corners coincide), so that sampling is one product in bf16. Its
+    # zeros are padded out from a (N, HW, 1) slice (OpenVINO's Pad is faster than Broadcast).
+    zeros = ops.multiply(ops.slice(weights, const([0], np.int64), const([1], np.int64),
+                                   const([1], np.int64), const([2], np.int64)), const(0.0))
+    zeros = ops.pad(zeros, const([0, 0, 0], np.int64), const([0, 0, pixels * TAPS - 1], np.int64),
+                    "constant", const(0.0))
+    sampling = ops.scatter_elements_update(zeros, column, weights, const(2, np.int64), "sum")
+    out = ops.matmul(sampling, projected, False, False)  # (N, HW, O)
+    out = ops.transpose(out, const([0, 2, 1], np.int64))
     out = ops.reshape(out, shape(0, out_channels, height, width), special_zero=True)
     return [out.output(0)]

@@ -23,14 +23,9 @@ import copy
 import torch
 from torch import nn
 
+from focsam_onnx.config import FOLD_MAX_TOKENS
 from focsam_onnx.models.mask_decoder import MaskDecoder
 from focsam_onnx.models.transformer import Attention
-
-# Fold while T <= this (T = clicks + 6). Image-side projections cost 2 * 4096 * 256 * 128
-# multiply-adds per attention plus 2 * 4096 * 128 * T for the attention itself; the folded
-# order costs 2 * 4096 * 256 * 8T: equal at T = 256 * 128 / (8 * 256 - 128) = 17.07, and
-# onnxruntime ran the folded graph slower from T = 17 on.
-FOLD_MAX_TOKENS = 16
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

@@ -37,10 +37,10 @@ from onnx import helper, numpy_helper, version_converter
 from onnx_ir.passes.common import DeduplicateHashedInitializersPass, LiftConstantsToInitializersPass
 from torch import nn
 
-from focsam_onnx.config import IMAGE_SIZE
+from focsam_onnx.config import FOLD_MAX_POINTS, IMAGE_SIZE
 from focsam_onnx.engine.graph_spec import ENCODER, SAM_DECODER, SAM_ENCODER
 from focsam_onnx.engine.preprocess import PIXEL_MEAN, PIXEL_STD
-from focsam_onnx.export.decoder_rewrites import FOLD_MAX_TOKENS, rewrite_decoder
+from focsam_onnx.export.decoder_rewrites import rewrite_decoder
 from focsam_onnx.export.manifest import GraphReport, external_data_files
 from focsam_onnx.export.parity import ParityCase, check_parity
 from focsam_onnx.models.focsam import FocSAM
@@ -239,11 +239,6 @@ def _without_duplicate_constants(graph: onnx.ModelProto) -> onnx.ModelProto:
     LiftConstantsToInitializersPass()(model)
     DeduplicateHashedInitializersPass()(model)
     return onnx_ir.to_proto(model)
-
-
-# The folded order while the transformer's tokens (the IoU token, 4 mask tokens and the
-# points, padding included: segment-anything's clients add it themselves) are few enough.
-FOLD_MAX_POINTS = FOLD_MAX_TOKENS - 5
 
 
 def _decoder_cases() -> list[ParityCase]:

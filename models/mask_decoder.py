@@ -11,11 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from focsam_onnx.config import EMBED_GRID, PROMPT_DIM
+from focsam_onnx.config import EMBED_GRID, NUM_MASK_TOKENS, PROMPT_DIM
 from focsam_onnx.models.image_encoder import LayerNorm2d
 from focsam_onnx.models.transformer import TwoWayTransformer
-
-NUM_MASK_TOKENS = 4  # SAM's single-output token 0 + 3 multimask tokens
 
 
 def _subpixel_matrix(weight: torch.Tensor) -> torch.Tensor:

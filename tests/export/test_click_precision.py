@@ -14,11 +14,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from focsam_onnx.bench.cases import decoder_feeds
+from focsam_onnx.config import FOLD_MAX_POINTS
 from focsam_onnx.engine.click_runtime import (
+    OpenVinoDecoder,
     OpenVinoGraph,
-    deform_conv,
-    import_openvino,
     open_click_graph,
+    open_openvino_graph,
 )
 from focsam_onnx.engine.click_session import replay
 from focsam_onnx.engine.encoder_runtime import openvino_config
@@ -67,17 +69,13 @@ def gated(golden_model_dir, load_golden, tmp_path_factory):
 
 
 def test_openvino_deform_conv_rewrite_matches_upstream_refiner(golden_model_dir, load_golden):
-    """The refiner in OpenVINO f32 (DeformConv as GridSample + FullyConnected) within the golden
-    refiner tolerances of upstream's torch numbers, as onnxruntime's is."""
-    from openvino.frontend.onnx import ConversionExtension
-
+    """The refiner in OpenVINO f32 (DeformConv as a projection and a sampling matrix) within the
+    golden refiner tolerances of upstream's torch numbers, as onnxruntime's is."""
     refiner = open_click_graph(golden_model_dir / REFINER.filename, REFINER, "fp32", 2)
     assert isinstance(refiner, ort.InferenceSession)  # fp32 is onnxruntime, unchanged
-    core = import_openvino().Core()
-    core.add_extension(ConversionExtension("DeformConv", deform_conv))
-    compiled = core.compile_model(str(golden_model_dir / REFINER.filename), "CPU",
-                                  openvino_config("fp32", 2))
-    f32 = OpenVinoGraph(compiled, REFINER)
+    f32 = open_openvino_graph(golden_model_dir / REFINER.filename, REFINER,
+                              openvino_config("fp32", 2))
+    assert isinstance(f32, OpenVinoGraph)
     enc, proj = load_golden("encoder"), load_golden("refiner_middle")["embed_proj_out"]
     for case in REFINER_CASES:
         ref = load_golden(case)
@@ -90,6 +88,24 @@ def test_openvino_deform_conv_rewrite_matches_upstream_refiner(golden_model_dir,
         (bf16,) = open_click_graph(golden_model_dir / REFINER.filename, REFINER, "bf16",
                                    2).run(None, feeds)
         assert 1e-3 < max_abs_diff(bf16, expected), case  # bf16 really ran
+
+
+def test_openvino_decoder_runs_each_attention_order_inlined(golden_model_dir):
+    """OpenVINO gets the decoder once per attention order, its `If`s gone (inlined), and both
+    compute onnxruntime's logits: in f32 to float rounding, on either side of the fold limit."""
+    path = golden_model_dir / DECODER.filename
+    decoder = open_openvino_graph(path, DECODER, openvino_config("fp32", 2))
+    assert isinstance(decoder, OpenVinoDecoder)
+    for graph in (decoder.folded, decoder.projected):
+        ops = {op.get_type_name() for op in graph.compiled.get_runtime_model().get_ops()}
+        assert "If" not in ops
+    exact = open_click_graph(path, DECODER, "fp32", 2)
+    rng = np.random.default_rng(0)
+    for clicks in (FOLD_MAX_POINTS - 1, FOLD_MAX_POINTS):  # points: clicks + the padding one
+        feeds = decoder_feeds(clicks, rng)
+        for ours, theirs in zip(decoder.run(None, feeds), exact.run(None, feeds)):
+            assert ours.shape == theirs.shape
+            assert max_abs_diff(ours, theirs) <= 1e-4 * max(1.0, np.abs(theirs).max())
 
 
 def test_gate_passes_and_is_recorded_exactly(gated, golden_model_dir):
@@ -142,7 +158,8 @@ def test_bf16_session_within_the_gate_figures_of_fp32(gated, load_golden, name):
     fp32 = FocSAMEngine.open(out, threads=2)
     bf16 = FocSAMEngine.open(out, threads=2, click_precision="bf16")
     assert isinstance(fp32.model.sessions["decoder"], ort.InferenceSession)
-    assert all(isinstance(g, OpenVinoGraph) for g in bf16.model.sessions.values())
+    assert isinstance(bf16.model.sessions["decoder"], OpenVinoDecoder)
+    assert isinstance(bf16.model.sessions["refiner"], OpenVinoGraph)
     image = np.ascontiguousarray(data["image_rgb"][..., ::-1])
     masks, other = [], []
     session = replay(fp32, fp32.open_image(image), session_clicks(data),

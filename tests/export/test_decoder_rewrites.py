@@ -9,11 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from focsam_onnx.export.decoder_rewrites import (
-    FOLD_MAX_TOKENS,
-    ImageCrossAttention,
-    rewrite_decoder,
-)
+from focsam_onnx.config import FOLD_MAX_TOKENS
+from focsam_onnx.export.decoder_rewrites import ImageCrossAttention, rewrite_decoder
 from focsam_onnx.models.mask_decoder import MaskDecoder
 from focsam_onnx.models.transformer import Attention
 

@@ -58,7 +58,7 @@ PROMPTS = {"click + padding": ([[400.0, 300.0], [0.0, 0.0]], [1, -1]),
 
 
 def test_the_decoder_branches_on_the_point_count(sam_vit_b_export):
-    from focsam_onnx.export.sam_pair import FOLD_MAX_POINTS
+    from focsam_onnx.config import FOLD_MAX_POINTS
 
     graph = onnx.load(str(sam_vit_b_export[1] / SAM_DECODER.filename))
     assert [n.op_type for n in graph.graph.node] == ["Shape", "Gather", "LessOrEqual", "If"]
