@@ -45,6 +45,8 @@ def layer(*may_import: str, never: tuple[str, ...] = (), stdlib_only: bool = Fal
 LAYERS: dict[str, Layer] = {
     "errors.py": layer(stdlib_only=True),  # the one error base: the leaf under everything
     "config.py": layer("errors.py", stdlib_only=True),
+    # uvicorn on a socket that listens before the URL is announced: serve/ and integrations/.
+    "asgi.py": layer(never=(*TORCH, *EXPORT_TOOLS, *EVALUATE_EXTRA, "ray", "onnxruntime")),
     "weights": layer("errors.py", stdlib_only=True),
     "models": layer("config.py", "errors.py", never=("ray", *EXPORT_TOOLS, *WEB)),
     # numpy + onnxruntime: load, encode, click, cache, geometry; the format every layer reads.
@@ -59,11 +61,11 @@ LAYERS: dict[str, Layer] = {
     "labels": layer("errors.py", never=(*TORCH, *EXPORT_TOOLS, "fastapi", "uvicorn",
                                         "starlette", *EVALUATE_EXTRA, "ray", "onnxruntime")),
     # cluster/: `serve --ray` encodes on its pool (imported only then; ray stays cluster's).
-    "serve": layer("engine", "cluster", "labels", "config.py", "errors.py", "__init__.py",
-                   never=(*TORCH, *EXPORT_TOOLS, *EVALUATE_EXTRA, "ray")),
+    "serve": layer("engine", "cluster", "labels", "asgi.py", "config.py", "errors.py",
+                   "__init__.py", never=(*TORCH, *EXPORT_TOOLS, *EVALUATE_EXTRA, "ray")),
     # Annotation tools' backends (Label Studio, CVAT): clients of the engine like serve/, not of
     # serve/ itself, so that each can be deployed without the page.
-    "integrations": layer("engine", "config.py", "errors.py", "__init__.py",
+    "integrations": layer("engine", "asgi.py", "config.py", "errors.py", "__init__.py",
                           never=(*TORCH, *EXPORT_TOOLS, *EVALUATE_EXTRA, "ray")),
     # The demo model's trainer (torch): the model, the engine's geometry and the clicker that
     # evaluation uses, so training clicks as the NoC protocol does; nothing imports it. weights/:

@@ -35,11 +35,8 @@ def open_backend(model: str | Path, threads: int | None = None,
 def run_backend(backend, host: str = "127.0.0.1", port: int = 9090,
                 announce: Callable[[str], None] = print) -> None:
     """Serve until interrupted."""
-    import uvicorn
-
+    from focsam_onnx.asgi import run_listening
     from focsam_onnx.integrations.label_studio.app import create_app
 
-    app = create_app(backend)
     shown = f"[{host}]" if ":" in host else host
-    announce(f"http://{shown}:{port}")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    run_listening(create_app(backend), host, port, f"http://{shown}:{port}", announce)
