@@ -21,6 +21,7 @@ from focsam_onnx.engine.click_runtime import (
     OpenVinoGraph,
     open_click_graph,
     open_openvino_graph,
+    softmax_long_rows,
 )
 from focsam_onnx.engine.click_session import replay
 from focsam_onnx.engine.encoder_runtime import openvino_config
@@ -106,6 +107,37 @@ def test_openvino_decoder_runs_each_attention_order_inlined(golden_model_dir):
         for ours, theirs in zip(decoder.run(None, feeds), exact.run(None, feeds)):
             assert ours.shape == theirs.shape
             assert max_abs_diff(ours, theirs) <= 1e-4 * max(1.0, np.abs(theirs).max())
+
+
+@pytest.mark.parametrize("shape, rewritten", [
+    ((1, 4096, 8, 5), True),  # image->token, folded: rows of 5 tokens for 4096 x 8
+    ((1, 8, 4096, 5), True),  # image->token, projected
+    ((1, 40, 4096), False),  # token->image: the rows are already long
+    ((1, 8, 7, 7), False),  # the tokens' self-attention: nothing long
+])
+def test_softmax_rows_are_laid_along_the_long_axis(shape, rewritten):
+    """A softmax over a short last axis beside a long one runs transposed, with the same values."""
+    import openvino as ov
+    from onnx import TensorProto, helper
+    from openvino.frontend.onnx import ConversionExtension
+
+    dims = [*shape[:-1], "tokens"]  # the token count is dynamic, as in the decoder
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "softmax",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+    model_bytes = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    core = ov.Core()
+    core.add_extension(ConversionExtension("Softmax", softmax_long_rows))
+    model = core.read_model(model_bytes.SerializeToString(), b"")
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert types.count("Transpose") == (2 if rewritten else 0)
+    x = np.random.default_rng(0).normal(0, 4, shape).astype(np.float32)
+    request = core.compile_model(model, "CPU", openvino_config("fp32", 2)).create_infer_request()
+    request.infer([x])
+    exp = np.exp(x - x.max(-1, keepdims=True))
+    np.testing.assert_allclose(request.get_output_tensor(0).data, exp / exp.sum(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_gate_passes_and_is_recorded_exactly(gated, golden_model_dir):
