@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,10 @@ def click_graphs(model_dir: str, precision: str, threads: int) -> dict:
             for spec in (DECODER, REFINER)}
 
 
-def click_precision_stages(s, reference: str, sam_single_mask: str) -> dict:
-    """Every click precision, interleaved: sessions per ROI, decoder like for like, refine
-    click; each precision's peak memory and gate figures. Entry names carry the precision."""
+def click_precision_stages(s, reference: str, sam_single_mask: str, proxy: str) -> dict:
+    """Every click precision, interleaved: sessions per ROI (and the SimpleClick proxy at
+    `proxy` once a round), decoder like for like, refine click; each precision's peak memory
+    and gate figures. Entry names carry the precision."""
     from focsam_onnx.engine.click_runtime import import_openvino
     from focsam_onnx.engine.loaded_model import open_model_dir
     from focsam_onnx.errors import MissingExtra
@@ -90,7 +92,7 @@ def click_precision_stages(s, reference: str, sam_single_mask: str) -> dict:
     graphs = {p: click_graphs(s.model_dir, p, s.threads) for p in CLICK_PRECISIONS}
     engines = {p: FocSAMEngine(dataclasses.replace(model, sessions=g, click_precision=p))
                for p, g in graphs.items()}
-    out = _interaction(s, engines)
+    out = _interaction(s, engines, proxy_click(proxy, s))
     out.update(_decoder_to_image(s, graphs, sam_single_mask))
     out.update(_refine_click(s, graphs, reference))
     records = model.manifest.click_precisions
@@ -105,9 +107,21 @@ def click_precision_stages(s, reference: str, sam_single_mask: str) -> dict:
     return out
 
 
-def _interaction(s, engines: dict[str, FocSAMEngine]) -> dict:
+def proxy_click(proxy: str, s):
+    """One SimpleClick proxy click at `proxy`, as `stages.proxy_stages` times it."""
+    from focsam_onnx.bench.simpleclick_proxy import INPUT_NAME, ProxyConfig
+    from focsam_onnx.bench.stages import _baseline_session
+
+    session = _baseline_session(proxy, s.threads)
+    size = ProxyConfig().image_size
+    image = np.random.default_rng(s.seed).standard_normal((1, 3, size, size), np.float32)
+    return lambda: session.run(None, {INPUT_NAME: image})
+
+
+def _interaction(s, engines: dict[str, FocSAMEngine], proxy) -> dict:
     """Per-click wall time of SESSION_CLICKS-click sessions, precisions alternating per
-    session, for each fixed ROI."""
+    session, for each fixed ROI; a proxy click after each round, so that the ratio to it is
+    taken within the round (this machine's speed drifts by tens of percent over minutes)."""
     from focsam_onnx.bench.stages import run_session
 
     image, gt = synthetic_scene()
@@ -117,6 +131,7 @@ def _interaction(s, engines: dict[str, FocSAMEngine]) -> dict:
         roi = fixed_roi(windows)
         fixed = {p: FixedRoiEngine(e, roi) for p, e in engines.items()}
         per_click: dict[str, list[float]] = {p: [] for p in fixed}
+        proxy_seconds: list[float] = []
         system_info.reset_peak_rss()
         for round_ in range(s.warmup + s.repeats):
             for precision, engine in fixed.items():
@@ -124,11 +139,16 @@ def _interaction(s, engines: dict[str, FocSAMEngine]) -> dict:
                 if round_ >= s.warmup:
                     per_click[precision].append(sum(st["wall"] for st in steps) / 1000.0
                                                 / SESSION_CLICKS)
+            start = time.perf_counter()
+            proxy()
+            if round_ >= s.warmup:
+                proxy_seconds.append(time.perf_counter() - start)
         for precision, seconds in per_click.items():
             out[f"interaction_{precision}_{windows}_windows"] = {
                 **summarize(seconds), "peak_mb": system_info.peak_rss_mb(),
                 "clicks_per_session": SESSION_CLICKS, "roi_windows": windows,
-                "interleaved_vs_fp32": median_ratio(seconds, per_click["fp32"])}
+                "interleaved_vs_fp32": median_ratio(seconds, per_click["fp32"]),
+                "interleaved_vs_proxy": median_ratio(seconds, proxy_seconds)}
     return out
 
 

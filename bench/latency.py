@@ -76,7 +76,7 @@ STAGE_GROUPS = (
                stages.decoder_to_image_stages, "stages", lambda b: (b.sam_single_mask,)),
     StageGroup("click precisions (fp32 vs bf16 decoder and refiner)",
                click_precision.click_precision_stages, "stages",
-               lambda b: (b.reference, b.sam_single_mask)),
+               lambda b: (b.reference, b.sam_single_mask, b.proxy)),
     StageGroup("segment-anything ONNX decoder", stages.sam_decoder_stages, "baselines",
                lambda b: (b.sam_decoder,)),
     StageGroup("torch eager", stages.torch_stages, "baselines"),

@@ -62,9 +62,11 @@ NOTES = (
     "click_refine_<precision>_*: the decoder and refiner at each click precision (fp32 "
     "onnxruntime, bf16 OpenVINO), the precisions alternating round by round; interaction with "
     "the refiner's ROI fixed to k windows (16: the whole canvas, random weights' worst case; 4: "
-    "a real object's); click_graphs_peak_mb: a fresh process opening that precision's decoder "
-    "and refiner and running whole-canvas refine clicks; gate: the export's click-replay gate "
-    "(manifest; none unless exported with --click-precision bf16).",
+    "a real object's), one proxy click timed after each round and *_vs_simpleclick_vit_h the "
+    "median of the rounds' ratios (interaction_vs_simpleclick_vit_h, the session's, divides "
+    "p50s measured minutes apart); click_graphs_peak_mb: a fresh process opening that "
+    "precision's decoder and refiner and running whole-canvas refine clicks; gate: the "
+    "export's click-replay gate (manifest; none unless exported with --click-precision bf16).",
     "sam_onnx_decoder: segment-anything's default export (4 masks upsampled to orig_im_size "
     "1024x1024 in-graph); ours returns one 256x256 logit map (decoder_graph_vs_*: graph only; "
     "*_interleaved: timed back to back).",
@@ -86,16 +88,15 @@ def precision_ratios(stages: dict) -> dict:
             and name != "encoder_fp32"}
 
 
-def click_precision_ratios(stages: dict, baselines: dict) -> dict:
+def click_precision_ratios(stages: dict) -> dict:
     """Interaction per click against the proxy, refine click and decoder of each click
     precision (absent without the `openvino` extra)."""
     precisions = [p for p in ("fp32", "bf16") if f"interaction_{p}_4_windows" in stages]
-    proxy = _p50(baselines, "simpleclick_vit_h_proxy")
     out = {}
     for p in precisions:
         for k in (4, 16):
             out[f"interaction_{p}_{k}_windows_vs_simpleclick_vit_h"] = \
-                _p50(stages, f"interaction_{p}_{k}_windows") / proxy
+                stages[f"interaction_{p}_{k}_windows"]["interleaved_vs_proxy"]
         out[f"refine_click_{p}_4_windows_vs_fp32"] = \
             stages[refiner_key(f"click_refine_{p}", 4)]["interleaved_vs_fp32"]
         out[f"decoder_{p}_vs_sam_onnx_decoder"] = float(np.mean(
@@ -121,7 +122,7 @@ def compute_ratios(stages: dict, baselines: dict) -> dict:
     stateless = [entry["interleaved_vs_session"] for name, entry in stages.items()
                  if name.startswith("stateless_click_")]
     return {
-        **click_precision_ratios(stages, baselines),
+        **click_precision_ratios(stages),
         "decoder_vs_sam_onnx_decoder": float(np.mean(like_for_like)),
         "stateless_click_vs_session": float(np.mean(stateless)),
         **refine_clicks,

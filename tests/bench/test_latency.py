@@ -108,19 +108,21 @@ def test_ratios_divide_p50s_and_average_over_counts():
 
 
 def test_click_precision_ratios():
-    stages = {f"interaction_{p}_{k}_windows": _entry(t * k)
+    # the interaction's ratio to the proxy is the one taken within its rounds, not the p50s'
+    stages = {f"interaction_{p}_{k}_windows":
+              {**_entry(t * k), "interleaved_vs_proxy": t * k / 1000}
               for p, t in (("fp32", 2.0), ("bf16", 1.0)) for k in (4, 16)}
     for p, r in (("fp32", 1.0), ("bf16", 0.4)):
         stages.update({f"click_refine_{p}_4_windows": {**_entry(9.0), "interleaved_vs_fp32": r}})
         stages.update({f"click_decoder_to_image_{p}_{n}_click" + ("s" if n > 1 else ""):
                        {**_entry(9.0), "interleaved_vs_sam_single_mask": r * n}
                        for n in cases.DECODER_CLICKS})
-    ratios = report.click_precision_ratios(stages, {"simpleclick_vit_h_proxy": _entry(1000.0)})
+    ratios = report.click_precision_ratios(stages)
     assert ratios["interaction_bf16_4_windows_vs_simpleclick_vit_h"] == pytest.approx(0.004)
     assert ratios["interaction_fp32_16_windows_vs_simpleclick_vit_h"] == pytest.approx(0.032)
     assert ratios["refine_click_bf16_4_windows_vs_fp32"] == pytest.approx(0.4)
     assert ratios["decoder_bf16_vs_sam_onnx_decoder"] == pytest.approx(0.4 * 26 / 3)
-    assert report.click_precision_ratios({}, {"simpleclick_vit_h_proxy": _entry(1.0)}) == {}
+    assert report.click_precision_ratios({}) == {}
 
 
 def test_peak_rss_resets_per_stage():
