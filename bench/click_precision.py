@@ -148,7 +148,8 @@ def _interaction(s, engines: dict[str, FocSAMEngine], proxy) -> dict:
                 **summarize(seconds), "peak_mb": system_info.peak_rss_mb(),
                 "clicks_per_session": SESSION_CLICKS, "roi_windows": windows,
                 "interleaved_vs_fp32": median_ratio(seconds, per_click["fp32"]),
-                "interleaved_vs_proxy": median_ratio(seconds, proxy_seconds)}
+                "interleaved_vs_proxy": median_ratio(seconds, proxy_seconds),
+                "proxy_in_rounds_p50_ms": 1000.0 * float(np.median(proxy_seconds))}
     return out
 
 
