@@ -110,9 +110,9 @@ def click_precision_stages(s, reference: str, sam_single_mask: str, proxy: str) 
 def proxy_click(proxy: str, s):
     """One SimpleClick proxy click at `proxy`, as `stages.proxy_stages` times it."""
     from focsam_onnx.bench.simpleclick_proxy import INPUT_NAME, ProxyConfig
-    from focsam_onnx.bench.stages import _baseline_session
+    from focsam_onnx.bench.stages import baseline_session
 
-    session = _baseline_session(proxy, s.threads)
+    session = baseline_session(proxy, s.threads)
     size = ProxyConfig().image_size
     image = np.random.default_rng(s.seed).standard_normal((1, 3, size, size), np.float32)
     return lambda: session.run(None, {INPUT_NAME: image})
@@ -157,11 +157,11 @@ def _decoder_to_image(s, graphs: dict, sam_single_mask: str) -> dict:
     """Our decoder + upsampling to SCENE_HW at each precision, alternating with
     segment-anything's single-mask decoder on the same feeds."""
     from focsam_onnx.bench.baselines import sam_decoder_feeds
-    from focsam_onnx.bench.stages import _baseline_session
+    from focsam_onnx.bench.stages import baseline_session
     from focsam_onnx.engine.postprocess import logits_to_mask
     from focsam_onnx.engine.preprocess import ImageGeometry
 
-    theirs = _baseline_session(sam_single_mask, s.threads)
+    theirs = baseline_session(sam_single_mask, s.threads)
     geometry = ImageGeometry.from_size(*SCENE_HW)
     rng, out = np.random.default_rng(s.seed), {}
     for n in DECODER_CLICKS:

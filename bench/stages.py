@@ -52,7 +52,7 @@ def _graph_session(s: Settings, spec):
     return graph_session(Path(s.model_dir) / spec.filename, spec, s.threads)
 
 
-def _baseline_session(path: str, threads: int):
+def baseline_session(path: str, threads: int):
     """A baseline graph gets the options our decoder and refiner get."""
     import onnxruntime as ort
 
@@ -293,7 +293,7 @@ def decoder_to_image_stages(s: Settings, sam_single_mask: str) -> dict:
     from focsam_onnx.engine.preprocess import ImageGeometry
 
     ours = _graph_session(s, DECODER)
-    theirs = _baseline_session(sam_single_mask, s.threads)
+    theirs = baseline_session(sam_single_mask, s.threads)
     geometry = ImageGeometry.from_size(*SCENE_HW)
     rng, out = np.random.default_rng(s.seed), {}
     for n in DECODER_CLICKS:
@@ -317,7 +317,7 @@ def sam_decoder_stages(s: Settings, sam_decoder: str) -> dict:
     """The official SAM ONNX decoder on the same inputs as ours, orig_im_size (1024, 1024)."""
     from focsam_onnx.bench.baselines import sam_decoder_feeds
 
-    session, rng, out = _baseline_session(sam_decoder, s.threads), np.random.default_rng(s.seed), {}
+    session, rng, out = baseline_session(sam_decoder, s.threads), np.random.default_rng(s.seed), {}
     for n in DECODER_CLICKS:
         feeds = sam_decoder_feeds(decoder_feeds(n, rng))
         entry = measure(lambda f=feeds: session.run(None, f), s.warmup, s.repeats)
@@ -333,7 +333,7 @@ def _interleaved_decoder_ratios(s: Settings, sam_decoder: str) -> dict[int, floa
     from focsam_onnx.bench.baselines import sam_decoder_feeds
 
     ours = _graph_session(s, DECODER)
-    theirs = _baseline_session(sam_decoder, s.threads)
+    theirs = baseline_session(sam_decoder, s.threads)
     rng, ratios = np.random.default_rng(s.seed), {}
     for n in DECODER_CLICKS:
         feeds = decoder_feeds(n, rng)
@@ -385,7 +385,7 @@ def proxy_stages(s: Settings, proxy_path: str, depth: int) -> dict:
     from focsam_onnx.bench.simpleclick_proxy import INPUT_NAME, ProxyConfig, proxy_parameters
 
     cfg = ProxyConfig(depth=depth)
-    session = _baseline_session(proxy_path, s.threads)
+    session = baseline_session(proxy_path, s.threads)
     image = np.random.default_rng(s.seed).standard_normal(
         (1, 3, cfg.image_size, cfg.image_size), np.float32)
     entry = measure(lambda: session.run(None, {INPUT_NAME: image}), s.warmup, s.repeats)

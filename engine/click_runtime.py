@@ -6,7 +6,7 @@ OpenVINO with `INFERENCE_PRECISION_HINT=bf16` (onnxruntime's CPU provider has no
 path), like the bf16 encoder. A bf16 click precision is offered only where the export's
 click-replay gate passed (export/click_gate.py, recorded in the manifest).
 
-Two things OpenVINO is given here:
+What OpenVINO is given here:
 
 * The decoder's attention order (folded or projected, export/decoder_rewrites.py) is an ONNX
   `If` on the prompt's token count. OpenVINO runs an `If` body as a separate dynamic-shape
