@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,7 +67,10 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".new"))
     old = staging.with_suffix(".old")
     try:
-        yield staging
+        with _noting_ctrl_c() as noted:
+            yield staging
+        if noted:  # a library caught the KeyboardInterrupt and went on: still an interrupt
+            raise KeyboardInterrupt
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             _swap(staging, target, old)
@@ -75,6 +79,29 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _noting_ctrl_c() -> Iterator[list[int]]:
+    """Ctrl-C raises KeyboardInterrupt as always, and is also noted in the yielded list, which a
+    library that catches the exception cannot undo (torch's ONNX exporter, interrupted in one
+    capture strategy, goes on with the next). Only in the main thread, and only where Python's
+    own Ctrl-C handler is installed."""
+    noted: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def note(signum, frame) -> None:
+        noted.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _swap(new: Path, target: Path, old: Path) -> None:

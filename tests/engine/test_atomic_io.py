@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
 from focsam_onnx.engine.atomic_io import check_writable, staged_folder
@@ -21,6 +25,25 @@ def test_a_staged_folder_replaces_the_target_only_on_success(tmp_path):
         (staging / "new.txt").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_ctrl_c_that_a_library_swallowed_still_keeps_the_target(tmp_path):
+    """torch's ONNX exporter catches a KeyboardInterrupt in one capture strategy and goes on with
+    the next; the staged folder still counts the Ctrl-C and leaves the target as it was."""
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(target) as staging:
+            (staging / "new.txt").write_text("new")
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here
+            except KeyboardInterrupt:
+                pass  # the library's doing
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_staged_folder_may_be_new(tmp_path):
