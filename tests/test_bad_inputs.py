@@ -196,9 +196,15 @@ def test_ctrl_c_during_a_re_export_leaves_the_previous_model_intact(tiny_model_d
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     before = {p.name: p.read_bytes() for p in model.iterdir()}
-    child = subprocess.Popen([str(CLI), "export", "--random-init", "tiny", "--seed", "1",
-                              "--out", str(model), "--force"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The child must get Ctrl-C as a user's shell gives it: a signal ignored here (an earlier
+    # test can leave SIGINT ignored) stays ignored in a child, and the export then ran to its end.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        child = subprocess.Popen([str(CLI), "export", "--random-init", "tiny", "--seed", "1",
+                                  "--out", str(model), "--force"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 240
     while not any(p.suffix == ".onnx" for p in tmp_path.glob(".model.*.new/*")):
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()

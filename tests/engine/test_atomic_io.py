@@ -33,6 +33,8 @@ def test_ctrl_c_that_a_library_swallowed_still_keeps_the_target(tmp_path):
     target = tmp_path / "model"
     target.mkdir()
     (target / "old.txt").write_text("old")
+    # Python's own Ctrl-C handler, as the CLI has (an earlier test may leave SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with staged_folder(target) as staging:
             (staging / "new.txt").write_text("new")
@@ -44,6 +46,7 @@ def test_ctrl_c_that_a_library_swallowed_still_keeps_the_target(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in target.iterdir()] == ["old.txt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_a_staged_folder_may_be_new(tmp_path):
