@@ -84,9 +84,9 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
 @contextmanager
 def _noting_ctrl_c() -> Iterator[list[int]]:
     """Ctrl-C raises KeyboardInterrupt as always, and is also noted in the yielded list, which a
-    library that catches the exception cannot undo (torch's ONNX exporter, interrupted in one
-    capture strategy, goes on with the next). Only in the main thread, and only where Python's
-    own Ctrl-C handler is installed."""
+    library that catches the exception cannot undo (torch's ONNX exporter, interrupted while it
+    captures a graph, was seen to raise its own export error instead). Only in the main thread,
+    and only where Python's own Ctrl-C handler is installed."""
     noted: list[int] = []
     main = threading.current_thread() is threading.main_thread()
     if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:

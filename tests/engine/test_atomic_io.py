@@ -28,8 +28,8 @@ def test_a_staged_folder_replaces_the_target_only_on_success(tmp_path):
 
 
 def test_ctrl_c_that_a_library_swallowed_still_keeps_the_target(tmp_path):
-    """torch's ONNX exporter catches a KeyboardInterrupt in one capture strategy and goes on with
-    the next; the staged folder still counts the Ctrl-C and leaves the target as it was."""
+    """A library that catches the KeyboardInterrupt (torch's ONNX exporter turns one into its own
+    error) cannot hide the Ctrl-C: the staged folder still counts it and keeps the target."""
     target = tmp_path / "model"
     target.mkdir()
     (target / "old.txt").write_text("old")
