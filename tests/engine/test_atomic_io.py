@@ -35,18 +35,20 @@ def test_ctrl_c_that_a_library_swallowed_still_keeps_the_target(tmp_path):
     (target / "old.txt").write_text("old")
     # Python's own Ctrl-C handler, as the CLI has (an earlier test may leave SIGINT ignored)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    with pytest.raises(KeyboardInterrupt):
-        with staged_folder(target) as staging:
-            (staging / "new.txt").write_text("new")
-            try:
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(1)  # the handler runs here
-            except KeyboardInterrupt:
-                pass  # the library's doing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with staged_folder(target) as staging:
+                (staging / "new.txt").write_text("new")
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(1)  # the handler runs here
+                except KeyboardInterrupt:
+                    pass  # the library's doing
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)  # whatever the asserts find
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in target.iterdir()] == ["old.txt"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_a_staged_folder_may_be_new(tmp_path):
