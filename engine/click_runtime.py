@@ -18,6 +18,9 @@ What OpenVINO is given here:
   `deform_conv` writes it in OpenVINO's operators (see there).
 * The image->token attentions' softmax runs over a handful of tokens for each of the 4096 image
   tokens and 8 heads: `softmax_long_rows` lays those rows along the image-token axis.
+* Once read, two rewrites of the model, each the same function: transposes between token- and
+  channel-major maps as OpenVINO's fast layout reorder (`swap_blocks_as_nhwc`), and the
+  refiner's written-out GroupNorm as one MVN (`norms_as_mvn`).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def open_openvino_graph(path: Path, spec: GraphSpec, config: dict[str, str]):
     core.add_extension(ConversionExtension("DeformConv", deform_conv))
     core.add_extension(ConversionExtension("Softmax", softmax_long_rows))
     try:
-        model = core.read_model(str(path))
+        model = norms_as_mvn(swap_blocks_as_nhwc(core.read_model(str(path))))
         branches = any(op.get_type_name() == "If" for op in model.get_ordered_ops())
         if spec is not DECODER or not branches:
             return OpenVinoGraph(core.compile_model(model, "CPU", config), spec)
@@ -156,6 +159,102 @@ def softmax_long_rows(node) -> list:
     return [ops.transpose(ops.softmax(ops.transpose(x, swap), longer[0]), swap).output(0)]
 
 
+def swap_blocks_as_nhwc(model):
+    """`model` with each Transpose that swaps two blocks of trailing axes written as the one
+    that OpenVINO's CPU plugin runs fast: (N, A, 1, B) -> (N, B, A, 1), the NHWC-to-NCHW reorder.
+
+    The refiner and decoder move maps between token-major (N, HW, C) and channel-major
+    (N, C, HW) with [0, 2, 1] transposes (and [0, 2, 3, 1] or [0, 3, 1, 2] on 4-D maps); OpenVINO
+    runs those with a generic kernel, about 3x slower than its layout reorder (a 4096 x 256 f32
+    map: 2.9 ms against 0.9). The same values moved, so the same function exactly.
+    """
+    import openvino.opset13 as ops
+
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Transpose":
+            continue
+        order, x = op.input_value(1).get_node(), op.input_value(0)
+        shape = x.get_partial_shape()
+        if order.get_type_name() != "Constant" or shape.rank.is_dynamic:
+            continue
+        split = _block_swap(list(order.get_data()))
+        if split is None or not shape[1:].is_static:
+            continue
+        dims = [d.get_length() for d in shape[1:]]
+        a, b = int(np.prod(dims[:split - 1])), int(np.prod(dims[split - 1:]))
+        out_dims = [0] + dims[split - 1:] + dims[:split - 1]  # 0 keeps the batch dim
+        y = ops.reshape(x, ops.constant(np.array([0, a, 1, b], np.int64)), special_zero=True)
+        y = ops.transpose(y, ops.constant(np.array([0, 3, 1, 2], np.int64)))
+        y = ops.reshape(y, ops.constant(np.array(out_dims, np.int64)), special_zero=True)
+        op.output(0).replace(y.output(0))
+    return model
+
+
+def norms_as_mvn(model):
+    """`model` with each normalisation written out in elementary operators,
+    (x - mean) * (1 / sqrt(mean((x - mean)^2) + eps)) (the refiner's GroupNorm with one group),
+    as one OpenVINO MVN: its element-wise pieces otherwise run apart, and in f32 under a bf16
+    hint (about 9 % of the 4-window vit_b refiner). The same function; MVN accumulates in f32.
+    """
+    import openvino.opset13 as ops
+
+    for op in model.get_ordered_ops():
+        found = _written_out_norm(op) if op.get_type_name() == "Multiply" else None
+        if found is not None:
+            x, axes, eps = found
+            op.output(0).replace(ops.mvn(x, axes, True, eps, "inside_sqrt").output(0))
+    return model
+
+
+def _written_out_norm(mul):
+    """(x, axes, eps) where `mul` is (x - mean(x)) * (1 / sqrt(mean((x - mean(x))^2) + eps)),
+    the means over the same axes kept; else None."""
+    def node(output, kind: str):
+        n = output.get_node()
+        return n if n.get_type_name() == kind else None
+
+    def constant(output) -> np.ndarray | None:
+        n = node(output, "Constant")
+        return None if n is None else n.get_data()
+
+    def mean_over(output):  # (input, axes output) of a ReduceMean that keeps its dims
+        n = node(output, "ReduceMean")
+        if n is None or not n.get_attributes()["keep_dims"] or constant(n.input_value(1)) is None:
+            return None
+        return n.input_value(0), n.input_value(1)
+
+    for centred, inverse in (mul.input_values(), reversed(mul.input_values())):
+        sub, div = node(centred, "Subtract"), node(inverse, "Divide")
+        if sub is None or div is None or constant(div.input_value(0)) is None:
+            continue
+        x, mean = sub.input_values()
+        first = mean_over(mean)
+        sqrt = node(div.input_value(1), "Sqrt")
+        add = None if sqrt is None else node(sqrt.input_value(0), "Add")
+        if first is None or add is None or first[0] != x or constant(div.input_value(0)) != 1:
+            continue
+        second, eps = mean_over(add.input_value(0)), constant(add.input_value(1))
+        square = None if second is None else node(second[0], "Multiply")
+        if (eps is None or eps.size != 1 or square is None
+                or list(square.input_values()) != [centred, centred]
+                or not np.array_equal(constant(first[1]), constant(second[1]))):
+            continue
+        return x, first[1], float(eps.reshape(()))
+    return None
+
+
+def _block_swap(order: list[int]) -> int | None:
+    """k where `order` is [0, k, ..., rank - 1, 1, ..., k - 1] (axes 1..k-1 and k.. swapped), or
+    None."""
+    rank = len(order)
+    if rank < 3 or order[0] != 0:
+        return None
+    split = order[1]
+    if split > 1 and order == [0, *range(split, rank), *range(1, split)]:
+        return split
+    return None
+
+
 def _taking(model, taken: bool):
     """A copy of `model` whose `If`s all take their then- (True) or else-branch (False)."""
     import openvino.opset13 as ops
@@ -174,13 +273,18 @@ def deform_conv(node) -> list:
     Project, then sample: bilinear sampling and the modulation are linear in the sampled map, so
     tap k's term at a pixel is the same bilinear sample taken from the map already multiplied by
     tap k's weight, W_k x. One product with a constant weight projects every pixel for all 9
-    taps, (N, HW, C) x (C, 9 O) (a FullyConnected layer, bf16 where asked); a second product
-    applies the sampling matrix, whose row for output pixel p holds the 9 taps x 4 corners'
-    bilinear weights times the taps' modulation. A corner outside the map weighs 0, which is
-    exactly `models/deform_conv.py`'s rule (a sample at p <= -1 or p >= size is 0). Sampling
-    first (im2col) puts a (N, C, 9, H, W) GridSample, which OpenVINO runs in f32 only, and its
-    transpose before the product; gathering the projected rows instead moves 4x their bytes.
-    Both cost more than the second product in bf16.
+    taps, P = (N, HW, C) x (C, 9 O), read as (N, 9 HW, O) with row q 9 + k; a second applies the
+    sampling matrix S (N, 9 HW, HW), whose column for output pixel p holds the 9 taps x 4
+    corners' bilinear weights times the taps' modulation, at rows q 9 + k: out = P^T S, the
+    (N, O, HW) map channel-major as DeformConv returns it (OpenVINO reads P transposed inside the
+    product). A corner outside the map weighs 0, which is exactly `models/deform_conv.py`'s rule
+    (a sample at p <= -1 or p >= size is 0). Sampling first (im2col) puts a (N, C, 9, H, W)
+    GridSample, which OpenVINO runs in f32 only, and its transpose before the product; gathering
+    the projected rows instead moves 4x their bytes.
+
+    The positions' arithmetic runs on (N, 9, 4, HW) tensors, the pixels last: OpenVINO's
+    element-wise kernels run along the last axis, which a (..., 9, 4) layout left 4 wide (with
+    the map's transposes in and out, 0.84x the 4-window vit_b refine click's time in bf16).
     """
     import openvino.opset13 as ops
 
@@ -196,35 +300,33 @@ def deform_conv(node) -> list:
         return const(dims, np.int64)
 
     # (N, HW, C) x (C, 9 O) -> rows (n, (q * 9 + k)) of (O,): pixel q projected by tap k's weight.
-    tokens = ops.reshape(ops.transpose(x, const([0, 2, 3, 1], np.int64)),
-                         shape(0, pixels, channels), special_zero=True)
     per_tap = ops.transpose(ops.reshape(weight, shape(out_channels, channels, TAPS),
                                         special_zero=False), const([2, 0, 1], np.int64))
     per_tap = ops.reshape(per_tap, shape(TAPS * out_channels, channels), special_zero=False)
-    projected = ops.reshape(ops.matmul(tokens, per_tap, False, True),
+    projected = ops.reshape(ops.matmul(_token_major(x, channels, pixels), per_tap, False, True),
                             shape(0, pixels * TAPS, out_channels), special_zero=True)
 
-    # Sample positions (N, 9, H, W, 1) in int32 fixed point, 1/SUBPIXEL of a pixel: under a
+    # Sample positions (N, 9, 1, HW) in int32 fixed point, 1/SUBPIXEL of a pixel: under a
     # bf16 hint OpenVINO would add the offsets to the base positions in bf16, whose 8 bits leave
     # 1/16 pixel at p = 8..16. An offset arrives in bf16 (or f32); times SUBPIXEL it rounds to an
     # integer exactly (bf16) or to 2**-16 pixel (f32), and the rest is integer arithmetic.
-    tap = np.arange(TAPS)
-    base_y = np.arange(height)[None, :, None] + (tap // 3 - 1)[:, None, None]  # (9, H, 1)
-    base_x = np.arange(width)[None, None, :] + (tap % 3 - 1)[:, None, None]  # (9, 1, W)
-    pairs = ops.reshape(offset, shape(0, TAPS, 2, height, width), special_zero=True)
-    dy, dx = ops.split(pairs, const(2, np.int64), 2).outputs()  # (N, 9, 1, H, W) each
-    below, right = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])  # the corners' offsets
+    tap = np.arange(TAPS)[:, None, None]
+    grid_y, grid_x = np.divmod(np.arange(pixels), width)
+    base_y = (grid_y + tap // 3 - 1).reshape(1, TAPS, 1, pixels)
+    base_x = (grid_x + tap % 3 - 1).reshape(1, TAPS, 1, pixels)
+    pairs = ops.reshape(offset, shape(0, TAPS, 2, pixels), special_zero=True)
+    dy, dx = ops.split(pairs, const(2, np.int64), 2).outputs()  # (N, 9, 1, HW) each
+    below, right = (np.array(c).reshape(1, 1, 4, 1) for c in ([0, 0, 1, 1], [0, 1, 0, 1]))
     corners, fractions = [], []
     for delta, base, size, corner in ((dy, base_y, height, below), (dx, base_x, width, right)):
         # Any p <= -1 or p >= size samples 0: clamping beyond keeps the corners in range.
         reach = float((size + 2) * SUBPIXEL)
-        fixed = ops.clamp(ops.multiply(ops.squeeze(delta, const([2], np.int64)),
-                                       const(float(SUBPIXEL))), -reach, reach)
+        fixed = ops.clamp(ops.multiply(delta, const(float(SUBPIXEL))), -reach, reach)
         fixed = ops.add(ops.convert(ops.round(fixed, "half_to_even"), "i32"),
                         const(base * SUBPIXEL, np.int32))
         # clamped to [-2, size + 1] pixels and shifted by 2, so that division floors
-        fixed = ops.unsqueeze(ops.clamp(ops.add(fixed, const(2 * SUBPIXEL, np.int32)), 0.0,
-                                        (size + 3.0) * SUBPIXEL), const(-1, np.int64))
+        fixed = ops.clamp(ops.add(fixed, const(2 * SUBPIXEL, np.int32)), 0.0,
+                          (size + 3.0) * SUBPIXEL)
         low = ops.divide(fixed, const(SUBPIXEL, np.int32))
         part = ops.subtract(fixed, ops.multiply(low, const(SUBPIXEL, np.int32)))
         fraction = ops.multiply(ops.convert(part, "f32"), const(1.0 / SUBPIXEL))  # [0, 1)
@@ -232,7 +334,7 @@ def deform_conv(node) -> list:
         fractions.append(ops.add(ops.multiply(const(corner), fraction),
                                  ops.multiply(const(1 - corner),
                                               ops.subtract(const(1.0), fraction))))
-        corners.append(ops.add(low, const(corner - 2, np.int32)))  # (N, 9, H, W, 4)
+        corners.append(ops.add(low, const(corner - 2, np.int32)))  # (N, 9, 4, HW)
     (cy, cx), (wy, wx) = corners, fractions
 
     def within(c, size: int):
@@ -243,29 +345,44 @@ def deform_conv(node) -> list:
         return ops.minimum(ops.maximum(c, const(0, np.int32)), const(size - 1, np.int32))
 
     inside = ops.logical_and(within(cy, height), within(cx, width))
-    modulation = ops.unsqueeze(mask, const(-1, np.int64))  # (N, 9, H, W, 1)
+    modulation = ops.reshape(mask, shape(0, TAPS, 1, pixels), special_zero=True)
     weights = ops.multiply(ops.multiply(ops.multiply(wy, wx), modulation),
                            ops.convert(inside, "f32"))
     pixel = ops.add(ops.multiply(clipped(cy, height), const(width, np.int32)),
                     clipped(cx, width))
-    column = ops.add(ops.multiply(pixel, const(TAPS, np.int32)),
-                     const(tap.reshape(TAPS, 1, 1, 1), np.int32))
-    # (N, H, W, 9, 4): an output pixel's 36 terms together, pixel-major like the output.
-    order = const([0, 2, 3, 1, 4], np.int64)
-    column = ops.reshape(ops.transpose(column, order), shape(0, pixels, TAPS * 4),
-                         special_zero=True)
-    weights = ops.reshape(ops.transpose(weights, order), shape(0, pixels, TAPS * 4),
-                          special_zero=True)
-    # The sampling matrix (N, HW, HW * 9): row p holds its 36 weights at columns q * 9 + k
-    # (summed where clipped corners coincide), so that sampling is one product in bf16. Its
-    # zeros are padded out from a (N, HW, 1) slice: OpenVINO's Broadcast made the 4-window vit_b
+    row = ops.add(ops.multiply(pixel, const(TAPS, np.int32)),
+                  const(tap.reshape(1, TAPS, 1, 1), np.int32))
+    # (N, 36, HW): an output pixel's 36 terms in its column of S.
+    row = ops.reshape(row, shape(0, TAPS * 4, pixels), special_zero=True)
+    weights = ops.reshape(weights, shape(0, TAPS * 4, pixels), special_zero=True)
+    # S (summed where clipped corners coincide), so that sampling is one product in bf16. Its
+    # zeros are padded out from a (N, 1, HW) slice: OpenVINO's Broadcast made the 4-window vit_b
     # refiner 220 ms against 166 ms with Pad (quiet machine, bf16).
     zeros = ops.multiply(ops.slice(weights, const([0], np.int64), const([1], np.int64),
-                                   const([1], np.int64), const([2], np.int64)), const(0.0))
-    zeros = ops.pad(zeros, const([0, 0, 0], np.int64), const([0, 0, pixels * TAPS - 1], np.int64),
+                                   const([1], np.int64), const([1], np.int64)), const(0.0))
+    zeros = ops.pad(zeros, const([0, 0, 0], np.int64), const([0, pixels * TAPS - 1, 0], np.int64),
                     "constant", const(0.0))
-    sampling = ops.scatter_elements_update(zeros, column, weights, const(2, np.int64), "sum")
-    out = ops.matmul(sampling, projected, False, False)  # (N, HW, O)
-    out = ops.transpose(out, const([0, 2, 1], np.int64))
+    sampling = ops.scatter_elements_update(zeros, row, weights, const(1, np.int64), "sum")
+    out = ops.matmul(projected, sampling, True, False)  # (N, O, HW)
     out = ops.reshape(out, shape(0, out_channels, height, width), special_zero=True)
     return [out.output(0)]
+
+
+def _token_major(x, channels: int, pixels: int):
+    """(N, C, H, W) `x` as (N, HW, C) tokens: the refiner's token-major windows where `x` is
+    their reshaped transpose (so the two transposes cancel), else a transpose."""
+    import openvino.opset13 as ops
+
+    node = x.get_node()
+    if node.get_type_name() == "Reshape":
+        source = node.input_value(0).get_node()
+        if source.get_type_name() == "Transpose":
+            order = source.input_value(1).get_node()
+            tokens = source.input_value(0)
+            if (order.get_type_name() == "Constant" and list(order.get_data()) == [0, 2, 1]
+                    and tokens.get_partial_shape()[1:].is_static
+                    and list(tokens.get_partial_shape()[1:].to_shape()) == [pixels, channels]):
+                return tokens
+    tokens = ops.transpose(x, ops.constant(np.array([0, 2, 3, 1], np.int64)))
+    return ops.reshape(tokens, ops.constant(np.array([0, pixels, channels], np.int64)),
+                       special_zero=True)

@@ -19,9 +19,11 @@ from focsam_onnx.config import FOLD_MAX_POINTS
 from focsam_onnx.engine.click_runtime import (
     OpenVinoDecoder,
     OpenVinoGraph,
+    norms_as_mvn,
     open_click_graph,
     open_openvino_graph,
     softmax_long_rows,
+    swap_blocks_as_nhwc,
 )
 from focsam_onnx.engine.click_session import replay
 from focsam_onnx.engine.encoder_runtime import openvino_config
@@ -138,6 +140,65 @@ def test_softmax_rows_are_laid_along_the_long_axis(shape, rewritten):
     exp = np.exp(x - x.max(-1, keepdims=True))
     np.testing.assert_allclose(request.get_output_tensor(0).data, exp / exp.sum(-1, keepdims=True),
                                rtol=1e-5, atol=1e-7)
+
+
+def _compiled_f32(model, x: np.ndarray) -> np.ndarray:
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", openvino_config("fp32", 2))
+    request = compiled.create_infer_request()
+    request.infer([x])
+    return request.get_output_tensor(0).data.copy()
+
+
+def _orders(model) -> list[list[int]]:
+    return [list(op.input_value(1).get_node().get_data()) for op in model.get_ordered_ops()
+            if op.get_type_name() == "Transpose"]
+
+
+@pytest.mark.parametrize("shape, order, rewritten", [
+    ((3, 256, 64), [0, 2, 1], True),  # token-major <-> channel-major
+    ((3, 64, 4, 4), [0, 2, 3, 1], True),  # NCHW -> NHWC
+    ((3, 4, 4, 64), [0, 3, 1, 2], True),  # NHWC -> NCHW
+    ((3, 8, 16, 4), [0, 2, 1, 3], False),  # heads <-> tokens: the last axis stays
+])
+def test_block_swapping_transposes_run_as_the_nhwc_reorder(shape, order, rewritten):
+    """A transpose that swaps two blocks of trailing axes becomes (N, A, 1, B) -> (N, B, A, 1);
+    the values are moved exactly as numpy moves them."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter(ov.PartialShape([-1, *shape[1:]]), ov.Type.f32)
+    y = ops.transpose(x, ops.constant(np.array(order, np.int64)))
+    model = swap_blocks_as_nhwc(ov.Model([y], [x]))
+    assert _orders(model) == ([[0, 3, 1, 2]] if rewritten else [order])
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(_compiled_f32(model, data), data.transpose(order))
+
+
+@pytest.mark.parametrize("second_axes, fused", [([1, 2, 3], True), ([2, 3], False)])
+def test_written_out_norms_run_as_one_mvn(second_axes, fused):
+    """(x - mean) * (1 / sqrt(mean((x - mean)^2) + eps)), as the refiner's GroupNorm exports,
+    becomes one MVN with the same values; a variance over other axes than the mean is left."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def axes(values):
+        return ops.constant(np.array(values, np.int64))
+
+    x = ops.parameter(ov.PartialShape([-1, 8, 4, 4]), ov.Type.f32)
+    centred = ops.subtract(x, ops.reduce_mean(x, axes([1, 2, 3]), True))
+    var = ops.reduce_mean(ops.multiply(centred, centred), axes(second_axes), True)
+    inverse = ops.divide(ops.constant(np.float32(1.0)),
+                         ops.sqrt(ops.add(var, ops.constant(np.float32(1e-5)))))
+    model = norms_as_mvn(ov.Model([ops.multiply(centred, inverse)], [x]))
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert types.count("MVN") == int(fused) and ("Sqrt" in types) != fused
+    data = np.random.default_rng(0).normal(3, 2, (2, 8, 4, 4)).astype(np.float32)
+    mean = data.mean((1, 2, 3), keepdims=True)
+    expected = (data - mean) / np.sqrt(((data - mean) ** 2).mean(tuple(second_axes),
+                                                                  keepdims=True) + 1e-5)
+    np.testing.assert_allclose(_compiled_f32(model, data), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gate_passes_and_is_recorded_exactly(gated, golden_model_dir):
