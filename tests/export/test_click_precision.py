@@ -19,11 +19,13 @@ from focsam_onnx.config import FOLD_MAX_POINTS
 from focsam_onnx.engine.click_runtime import (
     OpenVinoDecoder,
     OpenVinoGraph,
+    bf16_rounded,
     norms_as_mvn,
     open_click_graph,
     open_openvino_graph,
     softmax_long_rows,
     swap_blocks_as_nhwc,
+    tables_in_bf16,
 )
 from focsam_onnx.engine.click_session import replay
 from focsam_onnx.engine.encoder_runtime import openvino_config
@@ -199,6 +201,29 @@ def test_written_out_norms_run_as_one_mvn(second_axes, fused):
     expected = (data - mean) / np.sqrt(((data - mean) ** 2).mean(tuple(second_axes),
                                                                   keepdims=True) + 1e-5)
     np.testing.assert_allclose(_compiled_f32(model, data), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_rounding_is_to_nearest_even():
+    values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-12, -1.00390625, np.inf],
+                      np.float32)
+    np.testing.assert_array_equal(bf16_rounded(values),
+                                  [1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -1.0, np.inf])
+
+
+def test_row_lookups_in_constant_tables_are_made_in_bf16():
+    """GatherND of whole rows of a constant f32 table becomes a Gather from its bf16 copy: the
+    rows come back rounded to bf16 (to nearest, ties to even), nothing else changed."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((9, 6)).astype(np.float32)
+    index = ops.parameter(ov.PartialShape([-1, 5, 1]), ov.Type.i64)
+    model = tables_in_bf16(ov.Model([ops.gather_nd(ops.constant(table), index)], [index]))
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert "GatherND" not in types and "Gather" in types
+    rows = rng.integers(0, 9, (2, 5, 1))
+    np.testing.assert_array_equal(_compiled_f32(model, rows), bf16_rounded(table)[rows[..., 0]])
 
 
 def test_gate_passes_and_is_recorded_exactly(gated, golden_model_dir):
