@@ -329,6 +329,8 @@ def deform_conv(node) -> list:
     channels, height, width = (d.get_length() for d in list(x.get_partial_shape())[1:])
     out_channels = weight.get_partial_shape()[0].get_length()
     pixels = height * width
+    if min(height, width) < 2:  # see `wrapped`
+        raise ValueError(f"DeformConv on a {height}x{width} map: at least 2x2 is needed here")
 
     def const(value, dtype=np.float32):
         return ops.constant(np.asarray(value, dtype))
@@ -378,28 +380,31 @@ def deform_conv(node) -> list:
         return ops.logical_and(ops.greater_equal(c, const(0, np.int32)),
                                ops.less_equal(c, const(size - 1, np.int32)))
 
-    def clipped(c, size: int):
-        return ops.minimum(ops.maximum(c, const(0, np.int32)), const(size - 1, np.int32))
+    def wrapped(c, size: int):  # corners lie in [-2, size + 2]
+        return ops.floor_mod(ops.add(c, const(size, np.int32)), const(size, np.int32))
 
     inside = ops.logical_and(within(cy, height), within(cx, width))
     modulation = ops.reshape(mask, shape(0, TAPS, 1, pixels), special_zero=True)
     weights = ops.multiply(ops.multiply(ops.multiply(wy, wx), modulation),
                            ops.convert(inside, "f32"))
-    pixel = ops.add(ops.multiply(clipped(cy, height), const(width, np.int32)),
-                    clipped(cx, width))
+    # A corner outside the map (weight 0) is written at its position wrapped around the map:
+    # along each axis a tap's two corners are adjacent, so for a map 2 or more wide a wrapped
+    # one never lands on an inside corner of its tap, and each pixel's inside corners have rows
+    # of their own (the rows of S that coincide hold zeros only), written without a sum.
+    pixel = ops.add(ops.multiply(wrapped(cy, height), const(width, np.int32)), wrapped(cx, width))
     row = ops.add(ops.multiply(pixel, const(TAPS, np.int32)),
                   const(tap.reshape(1, TAPS, 1, 1), np.int32))
     # (N, 36, HW): an output pixel's 36 terms in its column of S.
     row = ops.reshape(row, shape(0, TAPS * 4, pixels), special_zero=True)
     weights = ops.reshape(weights, shape(0, TAPS * 4, pixels), special_zero=True)
-    # S (summed where clipped corners coincide), so that sampling is one product in bf16. Its
-    # zeros are padded out from a (N, 1, HW) slice: OpenVINO's Broadcast made the 4-window vit_b
-    # refiner 220 ms against 166 ms with Pad (quiet machine, bf16).
+    # S, so that sampling is one product in bf16. Its zeros are padded out from a (N, 1, HW)
+    # slice: OpenVINO's Broadcast made the 4-window vit_b refiner 220 ms against 166 ms with Pad
+    # (quiet machine, bf16).
     zeros = ops.multiply(ops.slice(weights, const([0], np.int64), const([1], np.int64),
                                    const([1], np.int64), const([1], np.int64)), const(0.0))
     zeros = ops.pad(zeros, const([0, 0, 0], np.int64), const([0, pixels * TAPS - 1, 0], np.int64),
                     "constant", const(0.0))
-    sampling = ops.scatter_elements_update(zeros, row, weights, const(1, np.int64), "sum")
+    sampling = ops.scatter_elements_update(zeros, row, weights, const(1, np.int64), "none")
     out = ops.matmul(projected, sampling, True, False)  # (N, O, HW)
     out = ops.reshape(out, shape(0, out_channels, height, width), special_zero=True)
     return [out.output(0)]
