@@ -3,7 +3,9 @@
 Peak resident memory is read from Linux's `VmHWM` (/proc/self/status), which a process may reset
 to its current RSS by writing "5" to /proc/self/clear_refs; that gives a per-stage peak inside one
 process. Where either file is unavailable the process-lifetime `ru_maxrss` is used instead, and
-`peak_method()` says so.
+`peak_method()` says so. A process's own lifetime peak is `VmHWM` and the peaks before its resets
+where it can be read: a spawned child's `ru_maxrss` starts from its parent's resident set at the
+fork, whatever the child itself uses.
 """
 
 from __future__ import annotations
@@ -102,8 +104,13 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
+_peak_before_resets_kib = 0  # this process's VmHWM just before its last reset
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's peak RSS to its current RSS; False where the kernel forbids it."""
+    global _peak_before_resets_kib
+    _peak_before_resets_kib = max(_peak_before_resets_kib, _status_kib("VmHWM") or 0)
     try:
         PROC_CLEAR_REFS.write_text("5")
     except OSError:
@@ -124,6 +131,9 @@ def peak_rss_mb() -> float:
 
 def process_peak_mb() -> float:
     """Peak resident memory in MiB since this process started (never reset)."""
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return max(hwm, _peak_before_resets_kib) / 1024
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # macOS reports bytes, Linux KiB.
     return maxrss / MIB if sys.platform == "darwin" else maxrss / 1024

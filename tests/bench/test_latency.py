@@ -133,6 +133,18 @@ def test_peak_rss_resets_per_stage():
     del block
     system_info.reset_peak_rss()
     assert grown - system_info.peak_rss_mb() > 48
+    # The lifetime peak survives the reset (within the kernel's per-CPU batching of RSS counts).
+    assert system_info.process_peak_mb() > grown - 1
+
+
+def test_a_fresh_process_peak_is_its_own(tiny_model_dir):
+    """A stage's peak memory in a spawned process comes from that process alone: its ru_maxrss
+    starts from the parent's resident set (both click precisions once read 2.2 GB on vit_b)."""
+    from focsam_onnx.bench.click_precision import refine_click_peak_mb
+
+    held = np.ones(768 * 1024 * 1024 // 8)  # 768 MiB resident in this process, touched
+    peak = isolated.in_subprocess(refine_click_peak_mb, str(tiny_model_dir), "fp32", 1)
+    assert 0 < peak < 512 and held[-1] == 1
 
 
 def _as_random_init(src: Path, dst: Path, variant: str, seed: int, code: str | None = None
