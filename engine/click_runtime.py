@@ -18,9 +18,10 @@ What OpenVINO is given here:
   `deform_conv` writes it in OpenVINO's operators (see there).
 * The image->token attentions' softmax runs over a handful of tokens for each of the 4096 image
   tokens and 8 heads: `softmax_long_rows` lays those rows along the image-token axis.
-* Once read, two rewrites of the model, each the same function: transposes between token- and
-  channel-major maps as OpenVINO's fast layout reorder (`swap_blocks_as_nhwc`), and the
-  refiner's written-out GroupNorm as one MVN (`norms_as_mvn`).
+* Once read, rewrites of the model, each the same function: transposes between token- and
+  channel-major maps as OpenVINO's fast layout reorder (`swap_blocks_as_nhwc`), the refiner's
+  written-out GroupNorm as one MVN (`norms_as_mvn`), and for bf16 its table lookups from a
+  bf16-rounded table (`tables_in_bf16`, bit-identical outputs).
 """
 
 from __future__ import annotations
