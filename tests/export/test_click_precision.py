@@ -20,6 +20,7 @@ from focsam_onnx.engine.click_runtime import (
     OpenVinoDecoder,
     OpenVinoGraph,
     bf16_rounded,
+    deform_conv,
     norms_as_mvn,
     open_click_graph,
     open_openvino_graph,
@@ -93,6 +94,46 @@ def test_openvino_deform_conv_rewrite_matches_upstream_refiner(golden_model_dir,
         (bf16,) = open_click_graph(golden_model_dir / REFINER.filename, REFINER, "bf16",
                                    2).run(None, feeds)
         assert 1e-3 < max_abs_diff(bf16, expected), case  # bf16 really ran
+
+
+@pytest.mark.parametrize("height, width, reach", [(16, 16, 3.0), (5, 7, 9.0), (2, 3, 4.0)])
+def test_openvino_deform_conv_alone_matches_the_torch_dcn(height, width, reach):
+    """DeformConv as the only node (the map an input, not the refiner's transposed windows) in
+    OpenVINO f32 against `models/deform_conv.py`, with offsets that put many corners outside."""
+    import openvino as ov
+    import torch
+    from onnx import TensorProto, helper
+    from openvino.frontend.onnx import ConversionExtension
+
+    from focsam_onnx.models.deform_conv import modulated_deform_conv3x3
+
+    rng = np.random.default_rng(height)
+    x, weight = (rng.standard_normal(s).astype(np.float32) for s in ((3, 8, height, width),
+                                                                      (6, 8, 3, 3)))
+    offset = rng.uniform(-reach, reach, (3, 18, height, width)).astype(np.float32)
+    mask = rng.uniform(0, 1, (3, 9, height, width)).astype(np.float32)
+
+    def tensor(name, a):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(a.shape))
+
+    node = helper.make_node("DeformConv", ["x", "w", "offset", "", "mask"], ["y"],
+                            kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1],
+                            dilations=[1, 1], group=1, offset_group=1)
+    graph = helper.make_graph([node], "dcn", [tensor("x", x), tensor("offset", offset),
+                                              tensor("mask", mask)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor("w", TensorProto.FLOAT, weight.shape,
+                                                  weight.ravel())])
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    core = ov.Core()
+    core.add_extension(ConversionExtension("DeformConv", deform_conv))
+    model = core.read_model(onnx_model.SerializeToString(), b"")
+    request = core.compile_model(model, "CPU", openvino_config("fp32", 2)).create_infer_request()
+    request.infer([x, offset, mask])
+    expected = modulated_deform_conv3x3(*(torch.from_numpy(a) for a in (x, offset, mask, weight)))
+    # The conversion holds sample positions in 2**-16 pixel fixed point (and torch's grid round
+    # trip has its own float error): the golden refiner's 5e-4, on outputs of magnitude ~4.
+    assert max_abs_diff(request.get_output_tensor(0).data, expected.numpy()) <= 5e-4
 
 
 def test_openvino_decoder_runs_each_attention_order_inlined(golden_model_dir):
