@@ -62,7 +62,10 @@ class OpenVinoGraph:
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        request.infer({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()})
+        # share_inputs: OpenVINO reads the arrays in place (the call is synchronous) instead of
+        # copying them first, the 4 MB embeddings included.
+        request.infer({k: np.ascontiguousarray(v, np.float32) for k, v in feeds.items()},
+                      share_inputs=True)
         # The output tensors' memory is reused by the next inference: copy them out.
         return [np.array(request.get_tensor(port).data, np.float32, copy=True)
                 for port in self.outputs]
@@ -112,7 +115,8 @@ def open_openvino_graph(path: Path, spec: GraphSpec, config: dict[str, str]):
     core.add_extension(ConversionExtension("DeformConv", deform_conv))
     core.add_extension(ConversionExtension("Softmax", softmax_long_rows))
     try:
-        model = norms_as_mvn(swap_blocks_as_nhwc(core.read_model(str(path))))
+        model = kink_counts_as_bucketize(norms_as_mvn(swap_blocks_as_nhwc(
+            core.read_model(str(path)))))
         if config["INFERENCE_PRECISION_HINT"] == "bf16":
             model = tables_in_bf16(model)
         branches = any(op.get_type_name() == "If" for op in model.get_ordered_ops())
@@ -244,6 +248,48 @@ def _written_out_norm(mul):
             continue
         return x, first[1], float(eps.reshape(()))
     return None
+
+
+def kink_counts_as_bucketize(model):
+    """`model` with each count of the sorted constants below a value, sum(x > c) over the last
+    axis of a comparison against a 1-D constant c (the refiner's P-DyReLU pieces, export/
+    refiner_rewrites.py), as one Bucketize: the comparison otherwise fills an (N, T, kinks)
+    boolean tensor, converts it and sums it (1.5 % of the 4-window vit_b refiner in bf16). The
+    same count: with a right bound, Bucketize's bucket is the number of boundaries below x.
+    """
+    import openvino.opset13 as ops
+
+    for op in model.get_ordered_ops():
+        found = _kink_count(op) if op.get_type_name() == "ReduceSum" else None
+        if found is not None:
+            x, kinks = found
+            buckets = ops.bucketize(x, kinks, "i32", with_right_bound=True)
+            count = ops.squeeze(buckets, ops.constant(np.int64(-1)))
+            op.output(0).replace(ops.convert(count, op.get_output_element_type(0)).output(0))
+    return model
+
+
+def _kink_count(reduce_sum):
+    """(x, kinks) where `reduce_sum` is sum(convert(x > kinks)) over the last axis, x (..., 1)
+    and kinks a sorted 1-D constant; else None."""
+    convert = reduce_sum.input_value(0).get_node()
+    greater = convert.input_value(0).get_node() if convert.get_type_name() == "Convert" else None
+    axes = reduce_sum.input_value(1).get_node()
+    if (greater is None or greater.get_type_name() != "Greater"
+            or axes.get_type_name() != "Constant"
+            or reduce_sum.get_attributes()["keep_dims"]):
+        return None
+    x, kinks = greater.input_values()
+    shape = x.get_partial_shape()
+    rank = shape.rank.get_length() if shape.rank.is_static else 0
+    if (kinks.get_node().get_type_name() != "Constant" or rank < 2
+            or not shape[rank - 1].is_static or shape[rank - 1].get_length() != 1
+            or [a % rank for a in np.atleast_1d(axes.get_data())] != [rank - 1]):
+        return None
+    values = kinks.get_node().get_data()
+    if values.ndim != 1 or np.any(np.diff(values) < 0):
+        return None
+    return x, kinks
 
 
 def tables_in_bf16(model):

@@ -21,6 +21,7 @@ from focsam_onnx.engine.click_runtime import (
     OpenVinoGraph,
     bf16_rounded,
     deform_conv,
+    kink_counts_as_bucketize,
     norms_as_mvn,
     open_click_graph,
     open_openvino_graph,
@@ -242,6 +243,28 @@ def test_written_out_norms_run_as_one_mvn(second_axes, fused):
     expected = (data - mean) / np.sqrt(((data - mean) ** 2).mean(tuple(second_axes),
                                                                   keepdims=True) + 1e-5)
     np.testing.assert_allclose(_compiled_f32(model, data), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kinks, counted", [
+    ([-1.5, -0.25, 0.0, 0.0, 0.75, 2.0], True),  # sorted, a repeated kink included
+    ([0.5, -1.0, 2.0], False),  # unsorted: Bucketize would not count them
+])
+def test_kink_counts_run_as_one_bucketize(kinks, counted):
+    """sum(x > kinks) over the last axis, as the refiner's P-DyReLU pieces export, becomes one
+    Bucketize with the same counts, values on the kinks included; unsorted kinks are left."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    table = np.array(kinks, np.float32)
+    x = ops.parameter(ov.PartialShape([-1, 7, 1]), ov.Type.f32)
+    above = ops.convert(ops.greater(x, ops.constant(table)), "f32")
+    count = ops.reduce_sum(above, ops.constant(np.array([-1], np.int64)), False)
+    model = kink_counts_as_bucketize(ov.Model([count], [x]))
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert ("Bucketize" in types) == counted and ("Greater" in types) != counted
+    data = np.array([-3, -1.5, -0.25, 0, 0.75, 2, np.nextafter(np.float32(2), 0),
+                     -1, 0.5, 2.5, 0.1, -0.3, 1e-30, 7], np.float32).reshape(2, 7, 1)
+    np.testing.assert_array_equal(_compiled_f32(model, data), (data > table).sum(-1))
 
 
 def test_bf16_rounding_is_to_nearest_even():
