@@ -20,8 +20,9 @@ What OpenVINO is given here:
   tokens and 8 heads: `softmax_long_rows` lays those rows along the image-token axis.
 * Once read, rewrites of the model, each the same function: transposes between token- and
   channel-major maps as OpenVINO's fast layout reorder (`swap_blocks_as_nhwc`), the refiner's
-  written-out GroupNorm as one MVN (`norms_as_mvn`), and for bf16 its table lookups from a
-  bf16-rounded table (`tables_in_bf16`, bit-identical outputs).
+  written-out GroupNorm as one MVN (`norms_as_mvn`), the P-DyReLU's piece index as one
+  Bucketize (`kink_counts_as_bucketize`), and for bf16 its table lookups from a bf16-rounded
+  table (`tables_in_bf16`, bit-identical outputs).
 """
 
 from __future__ import annotations
@@ -230,15 +231,19 @@ def _written_out_norm(mul):
             return None
         return n.input_value(0), n.input_value(1)
 
+    def is_one(output) -> bool:
+        value = constant(output)
+        return value is not None and value.size == 1 and float(value.reshape(())) == 1.0
+
     for centred, inverse in (mul.input_values(), reversed(mul.input_values())):
         sub, div = node(centred, "Subtract"), node(inverse, "Divide")
-        if sub is None or div is None or constant(div.input_value(0)) is None:
+        if sub is None or div is None or not is_one(div.input_value(0)):
             continue
         x, mean = sub.input_values()
         first = mean_over(mean)
         sqrt = node(div.input_value(1), "Sqrt")
         add = None if sqrt is None else node(sqrt.input_value(0), "Add")
-        if first is None or add is None or first[0] != x or constant(div.input_value(0)) != 1:
+        if first is None or add is None or first[0] != x:
             continue
         second, eps = mean_over(add.input_value(0)), constant(add.input_value(1))
         square = None if second is None else node(second[0], "Multiply")

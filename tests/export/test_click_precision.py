@@ -220,10 +220,14 @@ def test_block_swapping_transposes_run_as_the_nhwc_reorder(shape, order, rewritt
     np.testing.assert_array_equal(_compiled_f32(model, data), data.transpose(order))
 
 
-@pytest.mark.parametrize("second_axes, fused", [([1, 2, 3], True), ([2, 3], False)])
-def test_written_out_norms_run_as_one_mvn(second_axes, fused):
+@pytest.mark.parametrize("second_axes, numerator, fused", [
+    ([1, 2, 3], 1.0, True),
+    ([2, 3], 1.0, False),  # a variance over other axes than the mean's
+    ([1, 2, 3], np.ones((1, 8, 1, 1)), False),  # a per-channel numerator, even of ones
+])
+def test_written_out_norms_run_as_one_mvn(second_axes, numerator, fused):
     """(x - mean) * (1 / sqrt(mean((x - mean)^2) + eps)), as the refiner's GroupNorm exports,
-    becomes one MVN with the same values; a variance over other axes than the mean is left."""
+    becomes one MVN with the same values; near misses are left as they are."""
     import openvino as ov
     import openvino.opset13 as ops
 
@@ -233,7 +237,7 @@ def test_written_out_norms_run_as_one_mvn(second_axes, fused):
     x = ops.parameter(ov.PartialShape([-1, 8, 4, 4]), ov.Type.f32)
     centred = ops.subtract(x, ops.reduce_mean(x, axes([1, 2, 3]), True))
     var = ops.reduce_mean(ops.multiply(centred, centred), axes(second_axes), True)
-    inverse = ops.divide(ops.constant(np.float32(1.0)),
+    inverse = ops.divide(ops.constant(np.asarray(numerator, np.float32)),
                          ops.sqrt(ops.add(var, ops.constant(np.float32(1e-5)))))
     model = norms_as_mvn(ov.Model([ops.multiply(centred, inverse)], [x]))
     types = [op.get_type_name() for op in model.get_ordered_ops()]
