@@ -214,42 +214,46 @@ def norms_as_mvn(model):
     return model
 
 
+def _producer(output, kind: str):
+    """The node of OpenVINO type `kind` that gives `output`, else None (for pattern matchers)."""
+    n = output.get_node()
+    return n if n.get_type_name() == kind else None
+
+
+def _constant(output) -> np.ndarray | None:
+    """The value of `output` if a Constant gives it, else None."""
+    n = _producer(output, "Constant")
+    return None if n is None else n.get_data()
+
+
 def _written_out_norm(mul):
     """(x, axes, eps) where `mul` is (x - mean(x)) * (1 / sqrt(mean((x - mean(x))^2) + eps)),
     the means over the same axes kept; else None."""
-    def node(output, kind: str):
-        n = output.get_node()
-        return n if n.get_type_name() == kind else None
-
-    def constant(output) -> np.ndarray | None:
-        n = node(output, "Constant")
-        return None if n is None else n.get_data()
-
     def mean_over(output):  # (input, axes output) of a ReduceMean that keeps its dims
-        n = node(output, "ReduceMean")
-        if n is None or not n.get_attributes()["keep_dims"] or constant(n.input_value(1)) is None:
+        n = _producer(output, "ReduceMean")
+        if n is None or not n.get_attributes()["keep_dims"] or _constant(n.input_value(1)) is None:
             return None
         return n.input_value(0), n.input_value(1)
 
     def is_one(output) -> bool:
-        value = constant(output)
+        value = _constant(output)
         return value is not None and value.size == 1 and float(value.reshape(())) == 1.0
 
     for centred, inverse in (mul.input_values(), reversed(mul.input_values())):
-        sub, div = node(centred, "Subtract"), node(inverse, "Divide")
+        sub, div = _producer(centred, "Subtract"), _producer(inverse, "Divide")
         if sub is None or div is None or not is_one(div.input_value(0)):
             continue
         x, mean = sub.input_values()
         first = mean_over(mean)
-        sqrt = node(div.input_value(1), "Sqrt")
-        add = None if sqrt is None else node(sqrt.input_value(0), "Add")
+        sqrt = _producer(div.input_value(1), "Sqrt")
+        add = None if sqrt is None else _producer(sqrt.input_value(0), "Add")
         if first is None or add is None or first[0] != x:
             continue
-        second, eps = mean_over(add.input_value(0)), constant(add.input_value(1))
-        square = None if second is None else node(second[0], "Multiply")
+        second, eps = mean_over(add.input_value(0)), _constant(add.input_value(1))
+        square = None if second is None else _producer(second[0], "Multiply")
         if (eps is None or eps.size != 1 or square is None
                 or list(square.input_values()) != [centred, centred]
-                or not np.array_equal(constant(first[1]), constant(second[1]))):
+                or not np.array_equal(_constant(first[1]), _constant(second[1]))):
             continue
         return x, first[1], float(eps.reshape(()))
     return None
@@ -277,22 +281,17 @@ def kink_counts_as_bucketize(model):
 def _kink_count(reduce_sum):
     """(x, kinks) where `reduce_sum` is sum(convert(x > kinks)) over the last axis, x (..., 1)
     and kinks a sorted 1-D constant; else None."""
-    convert = reduce_sum.input_value(0).get_node()
-    greater = convert.input_value(0).get_node() if convert.get_type_name() == "Convert" else None
-    axes = reduce_sum.input_value(1).get_node()
-    if (greater is None or greater.get_type_name() != "Greater"
-            or axes.get_type_name() != "Constant"
-            or reduce_sum.get_attributes()["keep_dims"]):
+    convert = _producer(reduce_sum.input_value(0), "Convert")
+    greater = None if convert is None else _producer(convert.input_value(0), "Greater")
+    axes = _constant(reduce_sum.input_value(1))
+    if greater is None or axes is None or reduce_sum.get_attributes()["keep_dims"]:
         return None
     x, kinks = greater.input_values()
-    shape = x.get_partial_shape()
+    shape, values = x.get_partial_shape(), _constant(kinks)
     rank = shape.rank.get_length() if shape.rank.is_static else 0
-    if (kinks.get_node().get_type_name() != "Constant" or rank < 2
+    if (values is None or values.ndim != 1 or np.any(np.diff(values) < 0) or rank < 2
             or not shape[rank - 1].is_static or shape[rank - 1].get_length() != 1
-            or [a % rank for a in np.atleast_1d(axes.get_data())] != [rank - 1]):
-        return None
-    values = kinks.get_node().get_data()
-    if values.ndim != 1 or np.any(np.diff(values) < 0):
+            or [a % rank for a in np.atleast_1d(axes)] != [rank - 1]):
         return None
     return x, kinks
 
@@ -313,12 +312,12 @@ def tables_in_bf16(model):
         if op.get_type_name() != "GatherND" or op.get_attributes()["batch_dims"] != 0:
             continue
         table, index = op.input_values()
-        depth = index.get_partial_shape()[-1]
-        if (table.get_node().get_type_name() != "Constant" or table.get_element_type() != F32
+        values, depth = _constant(table), index.get_partial_shape()[-1]
+        if (values is None or table.get_element_type() != F32
                 or not depth.is_static or depth.get_length() != 1):
             continue
         # OpenVINO folds a Convert to bf16 by truncating: round first, then it is exact.
-        bf16 = ops.convert(ops.constant(bf16_rounded(table.get_node().get_data())), "bf16")
+        bf16 = ops.convert(ops.constant(bf16_rounded(values)), "bf16")
         row = ops.squeeze(index, ops.constant(np.int64(-1)))
         rows = ops.gather(bf16, row, ops.constant(np.int64(0)))
         op.output(0).replace(ops.convert(rows, "f32").output(0))
