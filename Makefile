@@ -4,7 +4,7 @@
 # VENV may name an environment made elsewhere.
 VENV ?= .venv
 CLI = $(VENV)/bin/python -m focsam_onnx.cli
-EXAMPLE = examples/demo_scene_0014.png
+EXAMPLE = examples/demo_scene_0037.png
 PORT ?= 8000
 
 $(VENV)/bin/focsam-onnx:
@@ -17,7 +17,7 @@ demo: $(VENV)/bin/focsam-onnx
 
 # The same model without a browser: one click inside the example scene's object 1 (tests/test_demo.py).
 demo-segment: $(VENV)/bin/focsam-onnx
-	$(CLI) segment $(EXAMPLE) --clicks "273,287,+" --out mask.png --overlay overlay.png
+	$(CLI) segment $(EXAMPLE) --clicks "161,288,+" --out mask.png --overlay overlay.png
 
 test: $(VENV)/bin/focsam-onnx
 	$(VENV)/bin/python -m pytest

@@ -80,7 +80,7 @@ def _setting(default, help_text: str):
 class TrainConfig:
     """Every setting of a run; stored in its checkpoints so `--resume` can refuse a mismatch."""
 
-    steps: int = _setting(1750, "optimizer steps in all")
+    steps: int = _setting(1350, "optimizer steps in all")
     seed: int = _setting(0, "seeds the init, the scenes and the clicks")
     objects_per_step: int = _setting(5, "objects decoded per crop (or full canvas)")
     lr: float = _setting(1.5e-4, "peak AdamW learning rate")
@@ -94,10 +94,12 @@ class TrainConfig:
     refine_prob: float = _setting(0.3, "share of the steps with 2+ prompts that refine")
     sfc_inner_k: float = _setting(1.7, "upstream's training click spread")
     threads: int = _setting(2, "torch threads")
-    crop_steps: int = _setting(1650, "steps before the last, full-canvas-only ones")
+    crop_steps: int = _setting(1280, "steps before the last, full-canvas-only ones")
     crop_tokens: int = _setting(28, "crop side in tokens (16 canvas pixels each)")
     crops_per_step: int = _setting(4, "crops of as many scenes in one encoder pass")
     supervise_every_step: bool = _setting(True, "a loss on every prompt step, not the last only")
+    balance_steps: int = _setting(500, "the BCE's class balance fades out linearly over these "
+                                  "first steps, plain BCE after them (0: balanced throughout)")
     full_every: int = _setting(4, "before crop_steps, every n-th step is a full canvas (0: none)")
     checkpoint_every: int = _setting(100, "steps between OUT/last.pt writes")
     val_every: int = _setting(400, "steps between validations")
@@ -130,17 +132,24 @@ def prepare(scene: Scene) -> Prepared:
     return Prepared(torch.from_numpy(network_input), torch.from_numpy(np.stack(targets))[:, None])
 
 
-def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Class-balanced BCE + dice, per object, averaged. Both (K, 1, h, w); target in [0, 1].
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, balance: float = 1.0) -> torch.Tensor:
+    """BCE + dice, per object, averaged. Both (K, 1, h, w); target in [0, 1].
 
-    The object's pixels and the rest each carry half of the BCE, whatever the object's size.
-    SAM's focal (x20) + dice, tried first, collapsed from scratch within ~10 steps to a mask that
-    is empty everywhere (objects cover 1-10 % of a crop), and had not recovered by step 175.
+    With `balance` 1 the BCE is class-balanced: the object's pixels and the rest each carry half
+    of it, whatever the object's size. SAM's focal (x20) + dice, tried first, collapsed from
+    scratch within ~10 steps to a mask that is empty everywhere (objects cover 1-10 % of a crop),
+    and had not recovered by step 175; so does plain BCE + dice. But a balanced BCE's optimum
+    calls a pixel the object's once its odds exceed the object's share of the view, so it
+    over-segments (into neighbours too): `balance` between 0 and 1 weights by the balanced
+    weights raised to it, and 0 is plain BCE, which puts the decision at even odds.
     """
     prob = logits.sigmoid()
-    positive = (target > 0.5).flatten(1).float().mean(1).clamp(1e-3, 1 - 1e-3).view(-1, 1, 1, 1)
-    weight = target * (0.5 / positive) + (1 - target) * (0.5 / (1 - positive))
-    bce = (weight * F.binary_cross_entropy_with_logits(logits, target, reduction="none"))
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if balance:
+        positive = (target > 0.5).flatten(1).float().mean(1).clamp(1e-3, 1 - 1e-3)
+        positive = positive.view(-1, 1, 1, 1)
+        weight = target * (0.5 / positive) + (1 - target) * (0.5 / (1 - positive))
+        bce = weight ** balance * bce
     inter = (prob * target).flatten(1).sum(1)
     dice = 1 - (2 * inter + 1) / (prob.flatten(1).sum(1) + target.flatten(1).sum(1) + 1)
     return (bce.flatten(1).mean(1) + dice).mean()
@@ -254,12 +263,12 @@ def _roi_masks(coarse: torch.Tensor, views: list[View]) -> torch.Tensor:
 
 def run_prompts(model: FocSAM, objects: Objects, n_steps: int, use_box: bool, refine: bool,
                 rng: random.Random, sfc_inner_k: float, train: bool, every_step: bool = False,
-                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                balance: float = 1.0) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Play `n_steps` prompt steps on `objects`.
 
     Returns (loss, the logits (K, 1, 4s, 4s) of each step). In training mode the last step, the
     coarse decode of a refine step and, with `every_step`, every step carry gradients. The
-    refiner (full canvas and crops) runs at step REFINE_STEP.
+    refiner (full canvas and crops) runs at step REFINE_STEP. `balance` goes to `mask_loss`.
     """
     targets, views = objects.targets, objects.views
     gt = (targets[:, 0] > 0.5).numpy().astype(np.uint8)
@@ -278,14 +287,14 @@ def run_prompts(model: FocSAM, objects: Objects, n_steps: int, use_box: bool, re
             if refine_now:
                 coarse, token, _ = decode_batch(model, embeddings, pe, coords, labels, prev, box)
                 coarse = coarse.float()
-                loss = loss + COARSE_WEIGHT * mask_loss(coarse, targets)
+                loss = loss + COARSE_WEIGHT * mask_loss(coarse, targets, balance)
                 current = model.refine_head(embeddings, token, _roi_masks(coarse, views))
             logits, _, iou_pred = decode_batch(model, current, pe, coords, labels, prev, box)
             logits, iou_pred = logits.float(), iou_pred.float()
         history.append(logits.detach())
         if supervised:
             iou = low_res_iou(logits.detach(), targets)
-            loss = loss + mask_loss(logits, targets) + F.mse_loss(iou_pred[:, 0], iou)
+            loss = loss + mask_loss(logits, targets, balance) + F.mse_loss(iou_pred[:, 0], iou)
         if last:
             break
         prev = logits.detach()
@@ -338,6 +347,11 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def balance_at(cfg: TrainConfig, step: int) -> float:
+    """The BCE's class balance at `step` (`mask_loss`): 1, fading linearly to 0."""
+    return max(0.0, 1 - step / cfg.balance_steps) if cfg.balance_steps else 1.0
+
+
 def step_objects(model: FocSAM, cfg: TrainConfig, step: int, rng: np.random.Generator
                  ) -> Objects:
     """The step's objects: crops of `crops_per_step` scenes, or one whole canvas."""
@@ -371,7 +385,8 @@ def train_step(model: FocSAM, optimizer: torch.optim.Optimizer, cfg: TrainConfig
         refine = n_steps > REFINE_STEP and bool(rng.random() < cfg.refine_prob)
         clicker = random.Random(int(rng.integers(2**62)))
         loss, _ = run_prompts(model, objects, n_steps, use_box, refine, clicker, cfg.sfc_inner_k,
-                              train=True, every_step=cfg.supervise_every_step)
+                              train=True, every_step=cfg.supervise_every_step,
+                              balance=balance_at(cfg, step))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

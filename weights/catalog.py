@@ -34,7 +34,7 @@ class Checkpoint:
 # (tests/weights/test_catalog.py fails while the file and these disagree).
 DEMO = "demo_tiny"
 DEMO_TINY_SIZE = 19_193_419
-DEMO_TINY_SHA256 = "99a1325f601bdb5a2dba3ac446524a4fb05791653435868505a15aa370ce4a69"
+DEMO_TINY_SHA256 = "2fce0a3e904dc35e0ab5606173f0fd6f8ffc5c8a9be0b84ef06fbe76c1482457"
 
 CATALOG: tuple[Checkpoint, ...] = (
     Checkpoint("sam_vit_b", "SAM ViT-B (plain SAM: no refiner)", "sam_vit_b_01ec64.pth",

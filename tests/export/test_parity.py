@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -12,7 +13,7 @@ from onnx import helper
 from focsam_onnx.config import get_variant
 from focsam_onnx.engine.graph_spec import DECODER
 from focsam_onnx.engine.sessions import ModelDirError, graph_session
-from focsam_onnx.export.parity import ParityError, check_parity
+from focsam_onnx.export.parity import ParityError, _output_diff, check_parity
 from focsam_onnx.export.wrappers import GraphExport, graph_exports
 from focsam_onnx.models.focsam import build_model
 
@@ -104,3 +105,19 @@ def test_opening_a_graph_holds_it_against_the_spec(tiny_model_dir, tmp_path):
     with pytest.raises(ModelDirError, match=r"decoder input 'mask_input' has type tensor\(double"
                                             r"\), expected tensor\(float\)"):
         graph_session(tampered, DECODER, threads=1)
+
+
+def test_the_gate_holds_larger_values_to_the_same_relative_tolerance():
+    """A trained model's logits are tens of times the golden fixture's (0.42 at most), and so is
+    their float32 rounding: the tolerance is the golden one up to that scale, in proportion
+    above it, never looser below."""
+    logits = DECODER.outputs[0]
+    assert logits.allowed_diff(0.1) == logits.allowed_diff(0.42) == 1e-5
+    assert logits.allowed_diff(4.2) == pytest.approx(1e-4)
+    want = np.linspace(-11, 11, 256 * 256, dtype=np.float32).reshape(1, 1, 256, 256)
+    assert _output_diff(logits, want, want + np.float32(1e-4), "case") == pytest.approx(1e-4, 1e-2)
+    with pytest.raises(ParityError, match=r"differs from torch by 0\.0003 \(tolerance 0\.000262"):
+        _output_diff(logits, want, want + np.float32(3e-4), "case")
+    small = want / 100
+    with pytest.raises(ParityError, match="tolerance 1e-05"):
+        _output_diff(logits, small, small + np.float32(2e-5), "case")

@@ -1,5 +1,5 @@
-"""The trainer: batched decoding equals the exported path, and a resumed run equals an
-uninterrupted one (seeded per step)."""
+"""The trainer: batched decoding equals the exported path, a resumed run equals an
+uninterrupted one (seeded per step), and the mask loss's class balance fades as configured."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from focsam_onnx.config import get_variant
 from focsam_onnx.models.focsam import build_model
 from focsam_onnx.training.batch import View, decode_batch, encode_view
-from focsam_onnx.training.train import TrainConfig, train
+from focsam_onnx.training.train import TrainConfig, balance_at, mask_loss, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -49,3 +50,24 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     resumed = train(cfg, tmp_path / "split", resume=True).state_dict()
     for name, value in whole.items():
         assert torch.equal(value, resumed[name]), name
+
+
+def test_the_bce_class_balance_fades_to_plain_bce():
+    cfg = TrainConfig(balance_steps=100)
+    assert [balance_at(cfg, s) for s in (0, 50, 100, 400)] == [1.0, 0.5, 0.0, 0.0]
+    assert balance_at(TrainConfig(balance_steps=0), 400) == 1.0
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16, generator=generator)
+    target = torch.zeros(2, 1, 16, 16)
+    target[0, :, :4, :4], target[1, :, 2:10, 2:14] = 1, 1  # 1/16 and 3/8 of the view
+    prob, dims = logits.sigmoid(), (1, 2, 3)
+    dice = 1 - (2 * (prob * target).sum(dims) + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    share = target.mean(dims, keepdim=True)
+    halves = torch.where(target > 0.5, 0.5 / share, 0.5 / (1 - share))  # each class half the BCE
+    torch.testing.assert_close(mask_loss(logits, target, 0.0),
+                               (bce.mean(dims) + dice).mean())
+    torch.testing.assert_close(mask_loss(logits, target, 1.0),
+                               ((halves * bce).mean(dims) + dice).mean())
+    torch.testing.assert_close(mask_loss(logits, target, 0.5),
+                               ((halves.sqrt() * bce).mean(dims) + dice).mean())
