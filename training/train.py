@@ -81,7 +81,7 @@ def _setting(default, help_text: str):
 class TrainConfig:
     """Every setting of a run; stored in its checkpoints so `--resume` can refuse a mismatch."""
 
-    steps: int = _setting(1350, "optimizer steps in all")
+    steps: int = _setting(1600, "optimizer steps in all")
     seed: int = _setting(0, "seeds the init, the scenes and the clicks")
     objects_per_step: int = _setting(5, "objects decoded per crop (or full canvas)")
     lr: float = _setting(1.5e-4, "peak AdamW learning rate")
@@ -95,7 +95,7 @@ class TrainConfig:
     refine_prob: float = _setting(0.3, "share of the steps with 2+ prompts that refine")
     sfc_inner_k: float = _setting(1.7, "upstream's training click spread")
     threads: int = _setting(2, "torch threads")
-    crop_steps: int = _setting(1280, "steps before the last, full-canvas-only ones")
+    crop_steps: int = _setting(1530, "steps before the last, full-canvas-only ones")
     crop_tokens: int = _setting(28, "crop side in tokens (16 canvas pixels each)")
     crops_per_step: int = _setting(4, "crops of as many scenes in one encoder pass")
     supervise_every_step: bool = _setting(True, "a loss on every prompt step, not the last only")
