@@ -19,9 +19,9 @@ Losses, in the spirit of upstream's: BCE + dice on the logits against the object
 the BCE class-balanced at first and plain after `balance_steps` (see `mask_loss` for why, and
 why not SAM's focal), and MSE between the IoU head's first output and the mask's real IoU.
 Everything is seeded from `--seed` and the step number, so a resumed run sees the same scenes
-and clicks as an uninterrupted one. `out/last.pt` is written
-every `--checkpoint-every` steps (atomically) and `--resume` continues from it; a resumed run may
-change only the schedule's length (`SCHEDULE_FIELDS`), which the log records.
+and clicks as an uninterrupted one. `out/last.pt` is written every `--checkpoint-every` steps
+(atomically) and `--resume` continues from it; a resumed run may change only the schedule's
+length (`SCHEDULE_FIELDS`), which the log records.
 """
 
 from __future__ import annotations
